@@ -1,0 +1,244 @@
+"""The paper's synthetic problems: linear losses on F = [lo, hi], and the streams that pick them.
+
+Usage::
+
+    from amsgrad_repro.problems import Online, Stochastic
+
+    online = Online()                 # f_t(x) = 1010·x if t mod 101 = 1 else −10·x
+    online(1)                         # tensor: f_1(x_1) = 1010·x_1, with x_1 = 0
+    online.x_star                     # −1.0, derived from the constants
+    Stochastic(seed=3).coefs(1, 5)    # the slopes of f_1..f_5 for seed 3
+
+Every f_t here is linear, f_t(x) = c_t·x, so a problem is a *stream* that says, for each step t, whether
+the rare slope (``rare_coef``, 1010 in the paper) or the common one (``common_coef``, −10) is in force.
+The streams are small objects of their own because two engines read them: the torchbearer Trial one step
+at a time, the fused engine in windows of thousands of steps. Both read the same numbers.
+
+**t is 1-based, as in the paper.** The first function is f_1, and in the online problem the rare step is
+t = 1, 102, 203, … (t mod period = 1). torchbearer's "Breaking ADAM" tutorial and labml_nn count from 0
+(their batch index), so their first rare step is our t = 2: their runs are ours shifted by one step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+#: How many steps of a stream a problem module caches when read one step at a time.
+_CACHE_STEPS = 4096
+
+
+class PeriodicStream:
+    """The online schedule: step t is rare iff ``t mod period == 1`` (t is 1-based).
+
+    Args:
+        period: the paper's 101 (``C`` in Theorem 2). Must be ≥ 2 so that some steps are common.
+    """
+
+    def __init__(self, period: int = 101) -> None:
+        if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 2:
+            raise ValueError(f"period must be an integer >= 2, got {period!r}")
+        self.period = int(period)
+
+    def rare(self, start: int, count: int) -> np.ndarray:
+        """Booleans for t = start, …, start + count − 1: True where the rare function is played."""
+        _check_window(start, count)
+        t = np.arange(start, start + count, dtype=np.int64)
+        return t % self.period == 1
+
+    @property
+    def rare_fraction(self) -> float:
+        """The long-run fraction of rare steps, 1/period."""
+        return 1.0 / self.period
+
+    def describe(self) -> dict:
+        return {"kind": "periodic", "period": self.period}
+
+
+class BernoulliStream:
+    """The stochastic schedule: each step is rare with probability ``p``, independently, from a seeded stream.
+
+    The stream is cut into blocks of ``block_size`` steps; block b (steps b·B + 1 … (b+1)·B) is drawn from
+    its own generator, ``numpy.random.default_rng(SeedSequence(seed, spawn_key=(b,)))``, and step t is rare
+    iff its uniform draw in [0, 1) is < p. Any window is therefore a pure function of (seed, t): the same seed
+    gives the same functions however a run is chunked, logged or interrupted, and in whichever engine.
+
+    Args:
+        p: probability of the rare function (0.01 in the paper; (1+δ)/(C+1) in Theorem 3).
+        seed: a non-negative integer.
+        block_size: steps per generator block. Part of the stream's definition: changing it changes the draws.
+    """
+
+    def __init__(self, p: float = 0.01, seed: int = 0, block_size: int = 1 << 16) -> None:
+        if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0 or math.isnan(p):
+            raise ValueError(f"p must be in [0, 1], got {p!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size!r}")
+        self.p = float(p)
+        self.seed = int(seed)
+        self.block_size = int(block_size)
+        self._cached_block = (-1, np.empty(0, dtype=bool))
+
+    def _block(self, b: int) -> np.ndarray:
+        if self._cached_block[0] != b:
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(b,)))
+            self._cached_block = (b, rng.random(self.block_size) < self.p)
+        return self._cached_block[1]
+
+    def rare(self, start: int, count: int) -> np.ndarray:
+        """Booleans for t = start, …, start + count − 1: True where the rare function is played."""
+        _check_window(start, count)
+        out = np.empty(count, dtype=bool)
+        i = 0
+        while i < count:
+            b, offset = divmod(start + i - 1, self.block_size)
+            n = min(count - i, self.block_size - offset)
+            out[i : i + n] = self._block(b)[offset : offset + n]
+            i += n
+        return out
+
+    @property
+    def rare_fraction(self) -> float:
+        """The expected fraction of rare steps, p."""
+        return self.p
+
+    def describe(self) -> dict:
+        return {"kind": "bernoulli", "p": self.p, "seed": self.seed, "block_size": self.block_size}
+
+
+def _check_window(start: int, count: int) -> None:
+    if start < 1:
+        raise ValueError(f"t is 1-based: a window cannot start at t = {start}")
+    if count < 0:
+        raise ValueError(f"window length must be >= 0, got {count}")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The feasible set F = [lo, hi]; projection onto it is a clamp."""
+
+    lo: float = -1.0
+    hi: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
+            raise ValueError(f"bounds must be finite with lo < hi, got [{self.lo}, {self.hi}]")
+
+
+def minimiser_of_linear(slope: float, bounds: Bounds) -> float:
+    """argmin over [lo, hi] of slope·x: lo if slope > 0, hi if slope < 0.
+
+    With slope == 0 every point of F is a minimiser and the regret is the same for all of them; we return lo
+    so that x* is always defined (the docstring of the caller should say when this happens).
+    """
+    return bounds.hi if slope < 0 else bounds.lo
+
+
+class LinearProblem(nn.Module):
+    """f_t(x) = c_t·x on F = [lo, hi], with c_t = ``rare_coef`` where the stream says rare, else ``common_coef``.
+
+    The module owns the iterate: ``x`` is an ``nn.Parameter`` (a 0-d float32 tensor, x₁ = ``x0``), and
+    ``forward(t)`` returns f_t(x) for the 1-based step t. The optimum x* is *derived*: it minimises over F the
+    long-run average function, whose slope is ``rare_fraction·rare_coef + (1 − rare_fraction)·common_coef``.
+    For the paper's constants that slope is +10/101 (online) and +0.2 (stochastic), so x* = −1.
+    """
+
+    def __init__(
+        self,
+        stream: PeriodicStream | BernoulliStream,
+        rare_coef: float = 1010.0,
+        common_coef: float = -10.0,
+        x0: float = 0.0,
+        bounds: Bounds = Bounds(),
+    ) -> None:
+        super().__init__()
+        for name, value in (("rare_coef", rare_coef), ("common_coef", common_coef), ("x0", x0)):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        if not bounds.lo <= x0 <= bounds.hi:
+            raise ValueError(f"x0 = {x0} lies outside F = [{bounds.lo}, {bounds.hi}]")
+        self.stream = stream
+        self.rare_coef = float(rare_coef)
+        self.common_coef = float(common_coef)
+        self.bounds = bounds
+        self.x = nn.Parameter(torch.tensor(float(x0), dtype=torch.float32))
+        self._cache_start = 1
+        self._cache = np.empty(0)
+
+    @property
+    def mean_slope(self) -> float:
+        """Slope of the average (online) or expected (stochastic) function."""
+        q = self.stream.rare_fraction
+        return q * self.rare_coef + (1.0 - q) * self.common_coef
+
+    @property
+    def x_star(self) -> float:
+        """argmin over F of the average / expected function (see :func:`minimiser_of_linear`)."""
+        return minimiser_of_linear(self.mean_slope, self.bounds)
+
+    def coefs(self, start: int, count: int) -> np.ndarray:
+        """The slopes c_t (float64) for t = start, …, start + count − 1."""
+        return np.where(self.stream.rare(start, count), self.rare_coef, self.common_coef)
+
+    def coef(self, t: int) -> float:
+        """The slope c_t of f_t, read through a cached window of the stream."""
+        i = t - self._cache_start
+        if not 0 <= i < len(self._cache):
+            self._cache_start, self._cache = t, self.coefs(t, _CACHE_STEPS)
+            i = 0
+        return float(self._cache[i])
+
+    def forward(self, t: int, state: dict | None = None) -> torch.Tensor:
+        """f_t(x) = c_t·x at the current iterate. ``state`` is accepted (and unused) so torchbearer passes it."""
+        return self.coef(int(t)) * self.x
+
+    def describe(self) -> dict:
+        return {
+            "rare_coef": self.rare_coef,
+            "common_coef": self.common_coef,
+            "x0": float(self.x.detach()),
+            "bounds": [self.bounds.lo, self.bounds.hi],
+            "stream": self.stream.describe(),
+        }
+
+
+class Online(LinearProblem):
+    """The paper's online problem: f_t(x) = rare_coef·x if t mod period = 1, else common_coef·x (1-based t)."""
+
+    def __init__(
+        self,
+        rare_coef: float = 1010.0,
+        common_coef: float = -10.0,
+        period: int = 101,
+        x0: float = 0.0,
+        bounds: Bounds = Bounds(),
+    ) -> None:
+        super().__init__(PeriodicStream(period), rare_coef, common_coef, x0, bounds)
+
+
+class Stochastic(LinearProblem):
+    """The paper's stochastic problem: f_t(x) = rare_coef·x with probability p, else common_coef·x.
+
+    The draws come from :class:`BernoulliStream` (``p``, ``seed``), so two problems with the same seed play
+    the same functions.
+    """
+
+    def __init__(
+        self,
+        rare_coef: float = 1010.0,
+        common_coef: float = -10.0,
+        p: float = 0.01,
+        seed: int = 0,
+        x0: float = 0.0,
+        bounds: Bounds = Bounds(),
+    ) -> None:
+        super().__init__(BernoulliStream(p, seed), rare_coef, common_coef, x0, bounds)
+
+
+SETTINGS = {"online": Online, "stochastic": Stochastic}
