@@ -66,7 +66,13 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         "seed of the stochastic stream" if setting == "stochastic" else "unused: the online problem is deterministic"
     )
     g.add_argument("--seed", type=_count, default=0, help=seed_help)
-    g.add_argument("--engine", choices=["trial"], default=d.engine, help="trial: torchbearer Trial, any torch.optim")
+    g.add_argument(
+        "--engine",
+        choices=["auto", "fused", "trial"],
+        default=d.engine,
+        help="fused: compiled loop, many runs at once; trial: torchbearer Trial, any torch.optim optimizer; "
+        "auto: fused when it implements every optimizer",
+    )
 
     g = p.add_argument_group("problem constants (defaults: the paper's)")
     g.add_argument("--rare-coef", type=float, default=1010.0, help="slope of the rare function")

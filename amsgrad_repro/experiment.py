@@ -63,15 +63,15 @@ class ProblemConfig:
 
 @dataclass(frozen=True)
 class Config:
-    problem: ProblemConfig = ProblemConfig()
-    steps: int = 6_000_000
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    steps: int = 10_000_000
     optimizers: tuple[str, ...] = ("adam", "amsgrad")
-    hyper: Hyper = Hyper()
+    hyper: Hyper = field(default_factory=Hyper)
     log_every: int = 1000
     logdir: str = "logs"
     run_name: str | None = None
     overwrite: bool = False
-    engine: str = "trial"
+    engine: str = "auto"
     progress: bool | None = None  # None: a bar only on a terminal
 
 
@@ -204,7 +204,64 @@ def run_trial_engine(cfg: Config, specs: list[OptimizerSpec], run_dir: Path, bar
     return outcome
 
 
-ENGINES = {"trial": run_trial_engine}
+def run_fused_engine(cfg: Config, specs: list[OptimizerSpec], run_dir: Path, bar) -> Outcome:
+    """All optimizers at once through the compiled loop (:func:`amsgrad_repro.fused.simulate`), writing the
+    same tags at the same steps as the Trial, with tensorboardX's writer (the one torchbearer uses)."""
+    from tensorboardX import SummaryWriter
+
+    from .fused import FusedRun, simulate
+
+    runs = [FusedRun(spec.name, cfg.hyper) for spec in specs]
+    writers = [SummaryWriter(str(run_dir / spec.name)) for spec in specs]
+
+    def on_log(ts, xs, regrets) -> None:
+        for writer, x_row, r_row in zip(writers, xs, regrets, strict=True):
+            for t, x, r in zip(ts.tolist(), x_row.tolist(), r_row.tolist(), strict=True):
+                writer.add_scalar("x", x, t)
+                writer.add_scalar("average_regret", r, t)
+
+    start = time.perf_counter()
+    try:
+        result = simulate(
+            [cfg.problem.make()],
+            runs,
+            cfg.steps,
+            log_every=cfg.log_every,
+            on_log=on_log,
+            on_window=lambda n: bar.update(n * len(runs)),
+        )
+    finally:
+        for writer in writers:
+            writer.close()
+    seconds = time.perf_counter() - start
+    status = "interrupted" if result.interrupted else "complete"
+    return Outcome(
+        results=[
+            RunResult(spec.name, float(x), float(r), result.steps_done, status, "fused", seconds)
+            for spec, x, r in zip(specs, result.x, result.average_regret, strict=True)
+        ],
+        interrupted=result.interrupted,
+    )
+
+
+ENGINES = {"fused": run_fused_engine, "trial": run_trial_engine}
+
+
+def choose_engine(requested: str, specs: list[OptimizerSpec]) -> tuple[str, str]:
+    """(engine, reason). ``auto`` takes ``fused`` when it implements every optimizer, else ``trial``;
+    an explicit ``fused`` with an optimizer it lacks is a :class:`UsageError`, never a silent fallback."""
+    lacking = [spec.name for spec in specs if spec.fused is None]
+    if requested == "fused" and lacking:
+        raise UsageError(
+            f"the fused engine does not implement {', '.join(lacking)}: use --engine trial (or auto) for it"
+        )
+    if requested == "auto":
+        if lacking:
+            return "trial", f"auto: {', '.join(lacking)} has no fused kernel"
+        return "fused", "auto: every optimizer has a fused kernel"
+    if requested not in ENGINES:
+        raise UsageError(f"unknown engine {requested!r}: choose from auto, {', '.join(ENGINES)}")
+    return requested, "as requested"
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -222,7 +279,7 @@ def format_table(summary: dict) -> str:
         steps = f"{r['steps_done']:,}" + ("" if r["status"] == "complete" else " (interrupted)")
         rows.append((r["name"], f"{r['final_x']:+.6f}", f"{r['average_regret']:.6f}", f"{summary['x_star']:+g}", steps))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -242,16 +299,15 @@ def run(cfg: Config, out: TextIO = sys.stdout) -> dict:
     Raises :class:`UsageError` (nothing written) on bad input. Returns the summary dict; its ``interrupted``
     field is true if Ctrl-C stopped the run.
     """
-    if cfg.engine not in ENGINES:
-        raise UsageError(f"unknown engine {cfg.engine!r}: choose from {', '.join(ENGINES)}")
     problem, specs = validate(cfg)
+    engine, why = choose_engine(cfg.engine, specs)
     run_dir = prepare_run_dir(cfg)
     x_star = problem.x_star
 
     print(f"amsgrad_repro {cfg.problem.setting}: {cfg.steps:,} steps, optimizers {', '.join(cfg.optimizers)}", file=out)
     print(f"  x* = {x_star:+g} (average slope {problem.mean_slope:+.6g}); writing to {run_dir}", file=out)
-    print(f"  engine: {cfg.engine}", file=out)
-    if cfg.engine == "trial":
+    print(f"  engine: {engine} ({why})", file=out)
+    if engine == "trial":
         per_step = estimate_trial_seconds_per_step(cfg.problem, specs[0], cfg.hyper)
         total = per_step * cfg.steps * len(specs)
         print(
@@ -264,7 +320,7 @@ def run(cfg: Config, out: TextIO = sys.stdout) -> dict:
     start = time.perf_counter()
     disable = None if cfg.progress is None else not cfg.progress
     with tqdm(total=cfg.steps * len(specs), unit="step", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
-        outcome = ENGINES[cfg.engine](cfg, specs, run_dir, bar)
+        outcome = ENGINES[engine](cfg, specs, run_dir, bar)
     elapsed = time.perf_counter() - start
 
     summary = {
@@ -278,7 +334,7 @@ def run(cfg: Config, out: TextIO = sys.stdout) -> dict:
             "betas": list(cfg.hyper.betas),
             "eps": cfg.hyper.eps,
             "log_every": cfg.log_every,
-            "engine": cfg.engine,
+            "engine": engine,
             "run_dir": str(run_dir),
         },
         "runs": [asdict(r) for r in outcome.results],
