@@ -29,8 +29,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default; lists are shown as typed (``adam amsgrad``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is argparse.SUPPRESS or action.option_strings == [] or action.nargs == 0:
+            return text
+        default = action.default
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(d) for d in default)
+        elif default is None:
+            return text
+        return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
 def _count(text: str) -> int:

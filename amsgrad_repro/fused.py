@@ -179,7 +179,7 @@ class _DeferSigint:
 def log_points(t0: int, n: int, log_every: int, last_t: int) -> np.ndarray:
     """The steps t in [t0, t0 + n) where scalars are written: multiples of ``log_every``, and ``last_t``."""
     first = -(-t0 // log_every) * log_every
-    ts = np.arange(first, t0 + n, log_every, dtype=np.int64)
+    ts = np.arange(first, min(t0 + n, last_t + 1), log_every, dtype=np.int64)
     if t0 <= last_t < t0 + n and (len(ts) == 0 or ts[-1] != last_t):
         ts = np.append(ts, last_t)
     return ts
@@ -206,8 +206,9 @@ def simulate(
         on_window: called after each window with the number of steps it advanced (for a progress bar).
         window: steps per kernel call (memory is O(window · len(problems))).
 
-    Ctrl-C stops at the end of the current window: the state and a snapshot of the last completed step are
-    reported (``on_log`` and the result), with ``interrupted=True``.
+    Ctrl-C stops at the end of the current window (the compiled loop cannot stop inside one): the last
+    completed step is reported through ``on_log`` if it was not a log point, and the result says
+    ``interrupted=True``.
     """
     if steps < 1 or log_every < 1 or window < 1:
         raise ValueError("steps, log_every and window must be >= 1")
@@ -236,9 +237,13 @@ def simulate(
     coefs = np.empty((len(problems), min(window, steps)), np.float64)
 
     t0 = 1
+    logged_t = 0
     interrupted = False
     with _DeferSigint() as sigint:
         while t0 <= steps:
+            if sigint.hit:
+                interrupted = True
+                break
             n = min(window, steps - t0 + 1)
             for j, problem in enumerate(problems):
                 coefs[j, :n] = problem.coefs(t0, n)
@@ -249,18 +254,15 @@ def simulate(
                 coefs, problem_of, x, m, v, vmax, regret, bc_done, amsgrad,
                 lr, beta1, beta2, eps, lo, hi, x_star, t0, n, log_every, steps, snap_x, snap_r,
             )  # fmt: skip
-            t_end = t0 + n - 1
-            if sigint.hit and t_end < steps:
-                interrupted = True
-                if len(ts) == 0 or ts[-1] != t_end:  # report the last completed step too
-                    ts = np.append(ts, t_end)
-                    snap_x = np.concatenate([snap_x, x[:, None]], axis=1)
-                    snap_r = np.concatenate([snap_r, (regret / t_end)[:, None]], axis=1)
             if on_log is not None and len(ts):
                 on_log(ts, snap_x, snap_r)
+                logged_t = int(ts[-1])
             if on_window is not None:
                 on_window(n)
-            t0 = t_end + 1
-            if interrupted:
-                break
-    return FusedResult(x=x.copy(), average_regret=regret / (t0 - 1), steps_done=t0 - 1, interrupted=interrupted)
+            t0 += n
+    done = t0 - 1
+    if interrupted and on_log is not None and done > logged_t:
+        # report the last completed step, so what is logged ends where the run stopped
+        on_log(np.array([done]), x[:, None].copy(), (regret / done)[:, None])
+    average = regret / done if done else np.full(n_runs, np.nan)
+    return FusedResult(x=x.copy(), average_regret=average, steps_done=done, interrupted=interrupted)

@@ -1,0 +1,82 @@
+"""Shared fixtures. Helpers are fixtures (not an importable module) because torchbearer's wheel installs a
+top-level ``tests`` package that would shadow ours."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+def _plain_loop(problem, make_optimizer, steps: int):
+    """The reference: a plain torch loop, written here without torchbearer. Returns (x_{t+1}, R_t/t) per step,
+    with x clamped onto F after every step and R_t summed in float64 from the point played."""
+    opt = make_optimizer(problem.parameters())
+    lo, hi = problem.bounds.lo, problem.bounds.hi
+    x_star = problem.x_star
+    xs = np.empty(steps, np.float32)
+    avg = np.empty(steps, np.float64)
+    total = 0.0
+    for t in range(1, steps + 1):
+        played = problem.x.item()
+        opt.zero_grad()
+        loss = problem(t)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            problem.x.clamp_(lo, hi)
+        total += problem.coef(t) * (played - x_star)
+        xs[t - 1] = problem.x.item()
+        avg[t - 1] = total / t
+    return xs, avg
+
+
+@pytest.fixture
+def plain_loop():
+    return _plain_loop
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``python -m amsgrad_repro ARGS`` in a subprocess; returns CompletedProcess (text)."""
+
+    def run(args, cwd=None, timeout=300):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        return subprocess.run(
+            [sys.executable, "-m", "amsgrad_repro", *map(str, args)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+
+    return run
+
+
+def _read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of one TensorBoard run directory, read with TensorBoard's own event accumulator."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture
+def read_scalars():
+    return _read_scalars
+
+
+@pytest.fixture
+def read_summary():
+    def read(run_dir: Path) -> dict:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+
+    return read

@@ -1,0 +1,184 @@
+"""The command line end to end: TensorBoard layout read back with TensorBoard's reader, summary.json,
+bad input, overwrite protection, Ctrl-C."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from amsgrad_repro.cli import main
+
+
+@pytest.mark.parametrize("engine", ["fused", "trial"])
+@pytest.mark.parametrize("setting", ["online", "stochastic"])
+def test_end_to_end_events_and_summary(tmp_path, setting, engine, run_cli, read_scalars, read_summary):
+    args = [setting, "--steps", 2300, "--log-every", 500, "--logdir", tmp_path, "--run-name", "r", "--engine", engine]
+    proc = run_cli(args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"engine: {engine}" in proc.stdout
+    run_dir = tmp_path / setting / "r"
+    summary = read_summary(run_dir)
+    assert summary["setting"] == setting and summary["steps"] == 2300 and summary["x_star"] == -1.0
+    assert summary["config"]["engine"] == engine and not summary["interrupted"]
+    assert [r["name"] for r in summary["runs"]] == ["adam", "amsgrad"]
+    for run in summary["runs"]:
+        scalars = read_scalars(run_dir / run["name"])
+        assert set(scalars) == {"x", "average_regret"}
+        for tag in ("x", "average_regret"):
+            assert [step for step, _ in scalars[tag]] == [500, 1000, 1500, 2000, 2300]
+        # TensorBoard stores float32: the summary is the last logged value
+        assert scalars["x"][-1][1] == pytest.approx(run["final_x"], rel=1e-6, abs=1e-7)
+        assert scalars["average_regret"][-1][1] == pytest.approx(run["average_regret"], rel=1e-6)
+        assert run["steps_done"] == 2300 and run["status"] == "complete"
+        assert run["name"] in proc.stdout
+    # both engines agree on the numbers
+    assert -1.0 <= summary["runs"][0]["final_x"] <= 1.0
+
+
+def test_engines_agree_through_the_cli(tmp_path, read_summary):
+    for engine in ("fused", "trial"):
+        code = main(["online", "--steps", "3000", "--logdir", str(tmp_path), "--run-name", engine,
+                     "--engine", engine, "--no-progress", "--lr", "0.01"])  # fmt: skip
+        assert code == 0
+    fused, trial = read_summary(tmp_path / "online/fused"), read_summary(tmp_path / "online/trial")
+    for a, b in zip(fused["runs"], trial["runs"], strict=True):
+        assert abs(a["final_x"] - b["final_x"]) <= 1e-6
+        assert abs(a["average_regret"] - b["average_regret"]) <= 1e-6
+
+
+BAD = [
+    (["online", "--steps", "0"], "--steps"),
+    (["online", "--steps", "-5"], "--steps"),
+    (["online", "--steps", "abc"], "--steps"),
+    (["online", "--lr", "0"], "--lr"),
+    (["online", "--lr", "-1e-3"], "--lr"),
+    (["online", "--lr", "nan"], "--lr"),
+    (["online", "--betas", "1.0", "0.99"], "--betas"),
+    (["online", "--betas", "0.9", "-0.1"], "--betas"),
+    (["online", "--eps", "-1e-8"], "--eps"),
+    (["stochastic", "--probability", "1.5"], "--probability"),
+    (["stochastic", "--probability", "-0.01"], "--probability"),
+    (["online", "--optimizers", "adam", "nosuch"], "nosuch"),
+    (["online", "--optimizers", "adam", "adam"], "repeated"),
+    (["online", "--log-every", "0"], "--log-every"),
+    (["online", "--engine", "fused", "--optimizers", "torch.optim.SGD"], "fused engine"),
+    (["online", "--period", "1"], "period"),
+    (["online", "--x0", "3"], "x0"),
+    (["online", "--run-name", "a/b"], "--run-name"),
+    (["stochastic", "--seed", "-1"], "--seed"),
+    (["nosuch"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
+    logdir = tmp_path / "logs"
+    code = None
+    try:
+        code = main([*argv, "--logdir", str(logdir), "--no-progress"] if argv[0] != "nosuch" else argv)
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert says in err and "Traceback" not in err
+    assert not logdir.exists()  # nothing written
+
+
+def test_unwritable_logdir(tmp_path, run_cli):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = run_cli(["online", "--steps", "10", "--logdir", blocker / "logs"])
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "cannot write" in proc.stderr
+    assert blocker.read_text() == "not a directory"
+
+
+def test_existing_run_is_left_untouched_unless_overwrite(tmp_path, capsys, read_summary):
+    args = ["online", "--steps", "200", "--logdir", str(tmp_path), "--run-name", "keep", "--no-progress"]
+    assert main(args) == 0
+    run_dir = tmp_path / "online/keep"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*args, "--steps", "300"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert main([*args, "--steps", "300", "--overwrite"]) == 0
+    assert read_summary(run_dir)["steps"] == 300
+    assert len(list((run_dir / "adam").iterdir())) == 1  # the old events are gone, not mixed in
+
+
+def test_default_run_names_never_collide(tmp_path):
+    args = ["online", "--steps", "50", "--logdir", str(tmp_path), "--no-progress"]
+    assert main(args) == 0 and main(args) == 0
+    assert len(list((tmp_path / "online").iterdir())) == 2
+
+
+def test_help_gives_every_default():
+    proc = subprocess.run([sys.executable, "-m", "amsgrad_repro", "online", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for flag, default in [("--steps", "10000000"), ("--lr", "0.001"), ("--betas", "0.9 0.99"),
+                          ("--eps", "1e-08"), ("--optimizers", "adam amsgrad"), ("--seed", "0"),
+                          ("--log-every", "1000"), ("--logdir", "logs"), ("--engine", "auto")]:  # fmt: skip
+        assert flag in text
+        assert f"(default: {default})" in text, flag
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("amsgrad-repro", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "online" in proc.stdout and "stochastic" in proc.stdout
+
+
+@pytest.mark.parametrize("engine", ["trial", "fused"])
+def test_ctrl_c_leaves_readable_events_and_a_summary(tmp_path, engine, read_scalars, read_summary):
+    steps = "50000000" if engine == "trial" else "20000000000"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "amsgrad_repro",
+            "online",
+            "--steps",
+            steps,
+            "--logdir",
+            str(tmp_path),
+            "--run-name",
+            "cut",
+            "--engine",
+            engine,
+            "--log-every",
+            "500",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path / "online/cut"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((run_dir / "adam").glob("events.*")):
+        time.sleep(0.2)
+    time.sleep(3)  # let it run a while
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted at step" in out
+    summary = read_summary(run_dir)
+    assert summary["interrupted"]
+    cut = summary["runs"][-1]
+    assert cut["status"] == "interrupted" and 0 < cut["steps_done"] < int(steps)
+    scalars = read_scalars(run_dir / cut["name"])
+    assert scalars["x"][-1][0] == cut["steps_done"]
+    assert scalars["x"][-1][1] == pytest.approx(cut["final_x"], rel=1e-6, abs=1e-7)
+    assert scalars["average_regret"][-1][1] == pytest.approx(cut["average_regret"], rel=1e-6)
+    json.dumps(summary)

@@ -1,0 +1,169 @@
+"""The fused engine against the Trial and a plain torch loop, and its own invariances."""
+
+import functools
+import os
+import signal
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import torchbearer
+
+from amsgrad_repro.fused import FusedRun, log_points, simulate
+from amsgrad_repro.optimizers import Hyper
+from amsgrad_repro.problems import Online, Stochastic
+from amsgrad_repro.trial import build_trial
+
+STEPS = 20_000
+
+
+def fused_every_step(problem, runs, steps):
+    """Fused trajectories with a snapshot at every step: (x (R, T), R_t/t (R, T))."""
+    xs, avg = [], []
+
+    def on_log(ts, x, r):
+        xs.append(x)
+        avg.append(r)
+
+    simulate([problem], runs, steps, log_every=1, on_log=on_log, window=4096)
+    return np.concatenate(xs, axis=1), np.concatenate(avg, axis=1)
+
+
+class Recorder(torchbearer.Callback):
+    def __init__(self):
+        self.x, self.avg = [], []
+
+    def on_step_training(self, state):
+        self.x.append(state[torchbearer.METRICS]["x"])
+        self.avg.append(state[torchbearer.METRICS]["average_regret"])
+
+
+@pytest.mark.parametrize("setting", [Online, Stochastic])
+@pytest.mark.parametrize("lr", [1e-3, 1e-2, 1e-1])
+def test_fused_equals_trial_every_step(setting, lr):
+    hyper = Hyper(lr=lr, betas=(0.9, 0.99), eps=1e-8)
+    runs = [FusedRun("adam", hyper), FusedRun("amsgrad", hyper)]
+    x_fused, avg_fused = fused_every_step(setting(), runs, STEPS)
+    for k, amsgrad in enumerate([False, True]):
+        rec = Recorder()
+        problem = setting()
+        opt = torch.optim.Adam(problem.parameters(), lr=lr, betas=hyper.betas, eps=hyper.eps, amsgrad=amsgrad)
+        build_trial(problem, opt, STEPS, callbacks=[rec]).run()
+        x_trial, avg_trial = np.array(rec.x, np.float32), np.array(rec.avg)
+        assert np.max(np.abs(x_fused[k] - x_trial)) <= 1e-6
+        assert np.max(np.abs(avg_fused[k] - avg_trial)) <= 1e-6
+        # the summary values: final iterate and R_T/T
+        assert abs(float(x_fused[k, -1]) - problem.x.item()) <= 1e-6
+        assert abs(avg_fused[k, -1] - avg_trial[-1]) <= 1e-6
+
+
+@pytest.mark.parametrize("setting", [Online, Stochastic])
+def test_fused_equals_plain_torch_loop(setting, plain_loop):
+    hyper = Hyper(lr=1e-2)
+    runs = [FusedRun("adam", hyper), FusedRun("amsgrad", hyper)]
+    x_fused, avg_fused = fused_every_step(setting(), runs, STEPS)
+    for k, amsgrad in enumerate([False, True]):
+        make = functools.partial(torch.optim.Adam, lr=hyper.lr, betas=hyper.betas, eps=hyper.eps, amsgrad=amsgrad)
+        x_ref, avg_ref = plain_loop(setting(), make, STEPS)
+        assert np.max(np.abs(x_fused[k] - x_ref)) <= 1e-6
+        assert np.max(np.abs(avg_fused[k] - avg_ref)) <= 1e-6
+
+
+def test_window_and_log_interval_do_not_change_the_trajectory():
+    runs = [FusedRun("adam", Hyper(lr=1e-2)), FusedRun("amsgrad", Hyper(lr=1e-2))]
+    steps = 50_000
+    ref_x, ref_r = fused_every_step(Stochastic(seed=4), runs, steps)
+    for window, log_every in [(1 << 16, 1000), (777, 10), (5000, 1), (1, 997)]:
+        got = {}
+
+        def on_log(ts, x, r, got=got):
+            for j, t in enumerate(ts.tolist()):
+                got[t] = (x[:, j].copy(), r[:, j].copy())
+
+        result = simulate([Stochastic(seed=4)], runs, steps, log_every=log_every, on_log=on_log, window=window)
+        expected_ts = sorted(set(range(log_every, steps + 1, log_every)) | {steps})
+        assert sorted(got) == expected_ts
+        for t, (x, r) in got.items():
+            np.testing.assert_array_equal(x, ref_x[:, t - 1])
+            np.testing.assert_array_equal(r, ref_r[:, t - 1])
+        np.testing.assert_array_equal(result.x, ref_x[:, -1])
+
+
+def test_many_runs_at_once_equal_runs_one_by_one():
+    problems = [Stochastic(seed=0), Stochastic(seed=1), Online()]
+    runs = [
+        FusedRun(opt, Hyper(lr=lr, betas=betas), problem=i)
+        for opt in ("adam", "amsgrad")
+        for lr in (1e-3, 3e-2)
+        for betas in ((0.9, 0.99), (0.0, 0.999))
+        for i in range(3)
+    ]
+    together = simulate(problems, runs, 30_000, log_every=1000)
+    for k, run in enumerate(runs):
+        alone = simulate([problems[run.problem]], [FusedRun(run.optimizer, run.hyper)], 30_000, log_every=1000)
+        assert alone.x[0] == together.x[k]
+        assert alone.average_regret[0] == together.average_regret[k]
+
+
+def test_paper_length_behaviour():
+    """lr 1e-3, β (0.9, 0.99), 10 M steps: the paper's Figure 1 outcome. (About a second with the fused engine.)"""
+    hyper = Hyper(lr=1e-3, betas=(0.9, 0.99))
+    runs = [FusedRun("adam", hyper), FusedRun("amsgrad", hyper)]
+    online = simulate([Online()], runs, 10_000_000, log_every=1_000_000)
+    assert online.x[0] > 0.99 and online.x[1] < -0.99
+    assert online.average_regret[0] > 0.19 and online.average_regret[1] < 0.05
+    stochastic = simulate([Stochastic(seed=0)], runs, 10_000_000, log_every=1_000_000)
+    assert stochastic.x[0] > 0.9 and stochastic.x[1] < -0.5
+
+
+def test_peak_memory_does_not_grow_with_steps():
+    runs = [FusedRun("adam"), FusedRun("amsgrad")]
+    simulate([Stochastic()], runs, 10)  # compile / load outside the measurement
+
+    def peak(steps):
+        tracemalloc.start()
+        simulate([Stochastic()], runs, steps, log_every=1000, on_log=lambda *a: None)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(300_000), peak(3_000_000)
+    assert large < 1.2 * small + 100_000, (small, large)
+
+
+def test_log_points():
+    assert log_points(1, 10, 3, 100).tolist() == [3, 6, 9]
+    assert log_points(4, 3, 3, 100).tolist() == [6]
+    assert log_points(95, 10, 3, 100).tolist() == [96, 99, 100]
+    assert log_points(1, 5, 10, 5).tolist() == [5]
+
+
+def test_ctrl_c_stops_at_a_window_boundary_and_reports_it():
+    logged = []
+
+    def on_window(n):
+        if n == 1000 and not hasattr(on_window, "sent"):
+            on_window.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = simulate(
+        [Online()],
+        [FusedRun("adam")],
+        1_000_000,
+        log_every=300,
+        on_log=lambda ts, x, r: logged.append((ts.copy(), x.copy(), r.copy())),
+        on_window=on_window,
+        window=1000,
+    )
+    assert result.interrupted
+    assert result.steps_done == 1000
+    assert logged[0][0].tolist() == [300, 600, 900]
+    ts, x, r = logged[-1]
+    assert ts.tolist() == [1000]  # the last completed step is reported too
+    assert x[0, -1] == result.x[0] and r[0, -1] == result.average_regret[0]
+
+
+def test_unknown_fused_optimizer_is_a_value_error():
+    with pytest.raises(ValueError, match="fused engine has no optimizer"):
+        FusedRun("torch.optim.SGD")
