@@ -5,6 +5,7 @@ Usage::
     python -m amsgrad_repro online --steps 20000 --run-name quick
     python -m amsgrad_repro stochastic --seed 3 --optimizers adam amsgrad torch.optim.SGD
     python -m amsgrad_repro online --help          # every flag with its default
+    python -m amsgrad_repro bench                  # Trial vs fused engine, steps per second
 
 Bad input prints one line on stderr and exits with status 2; nothing is written. Ctrl-C exits with 130 after
 writing what was done.
@@ -120,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     for setting, text in helps.items():
         p = sub.add_parser(setting, help=text, description=text, formatter_class=_Formatter)
         _add_run_flags(p, setting)
+    from . import bench
+
+    text = "time the Trial path against the fused engine (steps/s and their ratio)"
+    bench.add_arguments(sub.add_parser("bench", help=text, description=text, formatter_class=_Formatter))
     return parser
 
 
@@ -151,6 +156,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from . import bench
+
+        return bench.run(args)
     try:
         summary = run(config_from_args(args))
     except UsageError as e:

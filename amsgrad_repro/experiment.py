@@ -51,6 +51,11 @@ class ProblemConfig:
     x0: float = 0.0
     bounds: tuple[float, float] = (-1.0, 1.0)
 
+    def describe(self) -> dict:
+        """The constants that apply to this setting (no ``period`` for stochastic, no ``p``/``seed`` for online)."""
+        unused = {"online": ("p", "seed"), "stochastic": ("period",)}.get(self.setting, ())
+        return {k: v for k, v in asdict(self).items() if k not in unused}
+
     def make(self) -> LinearProblem:
         """A fresh problem module (x = x0). Raises ``ValueError`` on bad constants."""
         bounds = Bounds(*self.bounds)
@@ -328,7 +333,7 @@ def run(cfg: Config, out: TextIO = sys.stdout) -> dict:
         "steps": cfg.steps,
         "x_star": x_star,
         "config": {
-            "problem": asdict(cfg.problem) | {"mean_slope": problem.mean_slope},
+            "problem": cfg.problem.describe() | {"mean_slope": problem.mean_slope},
             "optimizers": list(cfg.optimizers),
             "lr": cfg.hyper.lr,
             "betas": list(cfg.hyper.betas),

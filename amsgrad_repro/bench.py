@@ -1,0 +1,142 @@
+"""``python -m amsgrad_repro bench``: how much faster the fused engine is than the Trial, measured in one run.
+
+Usage::
+
+    python -m amsgrad_repro bench                       # the README's table
+    python -m amsgrad_repro bench --trial-steps 5000    # quicker, noisier
+    python -m amsgrad_repro bench --memory              # also peak memory of full runs, 1 M vs 10 M steps
+
+It times, in this one process and on the same problem and optimizer:
+
+1. the torchbearer Trial path (no logging), ``--trial-steps`` steps;
+2. the fused engine, one run, ``--fused-steps`` steps (after a warm-up, so the JIT is not counted);
+3. the fused engine with ``--runs`` runs at once (runs × steps per second);
+
+and prints steps per second for each and the ratio fused / Trial. With ``--memory`` it also runs the whole
+CLI (both optimizers, TensorBoard writing) at 1 M and 10 M steps in child processes and prints each one's
+peak resident memory and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+from .fused import FusedRun, simulate
+from .optimizers import Hyper, resolve
+from .problems import Online, Stochastic
+from .trial import build_trial
+
+_CHILD = """
+import resource, sys, time
+from amsgrad_repro.cli import main
+start = time.perf_counter()
+code = main(sys.argv[1:])
+wall = time.perf_counter() - start
+print("BENCH", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, wall, code)
+"""
+
+
+def _problem(setting: str):
+    return Online() if setting == "online" else Stochastic(seed=0)
+
+
+def time_trial(setting: str, optimizer: str, hyper: Hyper, steps: int) -> float:
+    """Seconds for ``steps`` Trial steps (no logging)."""
+    problem = _problem(setting)
+    trial = build_trial(problem, resolve(optimizer).build(problem.parameters(), hyper), steps)
+    start = time.perf_counter()
+    trial.run()
+    return time.perf_counter() - start
+
+
+def time_fused(setting: str, runs: list[FusedRun], steps: int) -> float:
+    """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer)."""
+    start = time.perf_counter()
+    simulate([_problem(setting)], runs, steps, log_every=1000, on_log=lambda *a: None)
+    return time.perf_counter() - start
+
+
+def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
+    """(peak RSS in MiB, seconds inside main(), seconds for the whole process) of a CLI run in a child."""
+    with tempfile.TemporaryDirectory() as logdir:
+        args = [setting, "--steps", str(steps), "--logdir", logdir, "--run-name", "bench", "--no-progress"]
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=True)
+        total = time.perf_counter() - start
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("BENCH"))
+    _, rss_kib, wall, _ = line.split()
+    return int(rss_kib) / 1024, float(wall), total
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", choices=["online", "stochastic"], default="online", help="problem to time")
+    p.add_argument("--optimizer", choices=["adam", "amsgrad"], default="amsgrad", help="optimizer to time")
+    p.add_argument("--trial-steps", type=int, default=20_000, help="steps timed through the Trial")
+    p.add_argument("--fused-steps", type=int, default=10_000_000, help="steps timed through the fused engine")
+    p.add_argument("--runs", type=int, default=64, help="runs at once for the batched measurement")
+    p.add_argument("--memory", action="store_true", help="also time full CLI runs at 1 M and 10 M steps (peak RSS)")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON too")
+
+
+def run(args: argparse.Namespace) -> int:
+    if min(args.trial_steps, args.fused_steps, args.runs) < 1:
+        print("amsgrad-repro bench: error: step and run counts must be >= 1", file=sys.stderr)
+        return 2
+
+    hyper = Hyper()
+    one = [FusedRun(args.optimizer, hyper)]
+    many = [FusedRun("adam" if i % 2 else "amsgrad", Hyper(lr=1e-3 * (1 + i))) for i in range(args.runs)]
+    start = time.perf_counter()
+    simulate([_problem(args.setting)], one, 10)  # JIT (or load from the on-disk cache)
+    jit = time.perf_counter() - start
+    simulate([_problem(args.setting)], many, 10)
+
+    trial_s = time_trial(args.setting, args.optimizer, hyper, args.trial_steps)
+    fused_s = time_fused(args.setting, one, args.fused_steps)
+    many_s = time_fused(args.setting, many, args.fused_steps)
+    trial_rate = args.trial_steps / trial_s
+    fused_rate = args.fused_steps / fused_s
+    many_rate = args.runs * args.fused_steps / many_s
+
+    print(f"bench: {args.setting}, {args.optimizer}, lr 1e-3, β (0.9, 0.99); JIT/cache load {jit:.2f} s")
+    batched = f"fused, {args.runs} runs at once"
+    rows = [
+        ("Trial (torchbearer)", f"{args.trial_steps:,}", f"{trial_s:.2f}", trial_rate, f"{1e6 / trial_rate:.1f} µs"),
+        ("fused, 1 run", f"{args.fused_steps:,}", f"{fused_s:.3f}", fused_rate, f"{1e9 / fused_rate:.1f} ns"),
+        (batched, f"{args.runs} × {args.fused_steps:,}", f"{many_s:.3f}", many_rate, f"{1e9 / many_rate:.1f} ns"),
+    ]
+    rows = [(a, b, c, f"{rate:,.0f}", e) for a, b, c, rate, e in rows]
+    header = ("path", "steps", "seconds", "steps/s", "per step")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for r in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"ratio fused / Trial (1 run): {fused_rate / trial_rate:,.0f}×")
+    print(f"ratio fused / Trial ({args.runs} runs at once, run-steps/s): {many_rate / trial_rate:,.0f}×")
+    out = {
+        "trial_steps_per_s": trial_rate,
+        "fused_steps_per_s": fused_rate,
+        "fused_batched_run_steps_per_s": many_rate,
+        "ratio": fused_rate / trial_rate,
+        "jit_seconds": jit,
+    }
+    if args.memory:
+        for steps in (1_000_000, 10_000_000):
+            rss, wall, total = cli_peak_memory(args.setting, steps)
+            print(
+                f"CLI {args.setting} --steps {steps:,} (adam + amsgrad, TensorBoard writing): peak RSS {rss:.0f} MiB,"
+                f" {wall:.2f} s in main(), {total:.2f} s for the whole process"
+            )
+            out[f"cli_{steps}_peak_rss_mib"] = rss
+            out[f"cli_{steps}_main_s"] = wall
+            out[f"cli_{steps}_process_s"] = total
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"(this bench process peaked at {own:.0f} MiB)")
+    if args.json:
+        print(json.dumps(out))
+    return 0
