@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from .fused import FusedRun, simulate
-from .optimizers import Hyper, resolve
+from .optimizers import ZOO, resolve
 from .problems import Online, Stochastic
 from .trial import build_trial
 
@@ -46,10 +46,10 @@ def _problem(setting: str):
     return Online() if setting == "online" else Stochastic(seed=0)
 
 
-def time_trial(setting: str, optimizer: str, hyper: Hyper, steps: int) -> float:
+def time_trial(setting: str, optimizer: str, steps: int) -> float:
     """Seconds for ``steps`` Trial steps (no logging)."""
     problem = _problem(setting)
-    trial = build_trial(problem, resolve(optimizer).build(problem.parameters(), hyper), steps)
+    trial = build_trial(problem, resolve(optimizer).build(problem.parameters()), steps)
     start = time.perf_counter()
     trial.run()
     return time.perf_counter() - start
@@ -76,7 +76,7 @@ def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", choices=["online", "stochastic"], default="online", help="problem to time")
-    p.add_argument("--optimizer", choices=["adam", "amsgrad"], default="amsgrad", help="optimizer to time")
+    p.add_argument("--optimizer", choices=list(ZOO), default="amsgrad-pytorch", help="optimizer to time")
     p.add_argument("--trial-steps", type=int, default=20_000, help="steps timed through the Trial")
     p.add_argument("--fused-steps", type=int, default=10_000_000, help="steps timed through the fused engine")
     p.add_argument("--runs", type=int, default=64, help="runs at once for the batched measurement")
@@ -89,15 +89,14 @@ def run(args: argparse.Namespace) -> int:
         print("amsgrad-repro bench: error: step and run counts must be >= 1", file=sys.stderr)
         return 2
 
-    hyper = Hyper()
-    one = [FusedRun(args.optimizer, hyper)]
-    many = [FusedRun("adam" if i % 2 else "amsgrad", Hyper(lr=1e-3 * (1 + i))) for i in range(args.runs)]
+    one = [FusedRun.of(args.optimizer)]
+    many = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i)) for i in range(args.runs)]
     start = time.perf_counter()
     simulate([_problem(args.setting)], one, 10)  # JIT (or load from the on-disk cache)
     jit = time.perf_counter() - start
     simulate([_problem(args.setting)], many, 10)
 
-    trial_s = time_trial(args.setting, args.optimizer, hyper, args.trial_steps)
+    trial_s = time_trial(args.setting, args.optimizer, args.trial_steps)
     fused_s = time_fused(args.setting, one, args.fused_steps)
     many_s = time_fused(args.setting, many, args.fused_steps)
     trial_rate = args.trial_steps / trial_s

@@ -17,8 +17,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES
 from .experiment import Config, ProblemConfig, UsageError, run
-from .optimizers import NAMED, Hyper
+from .optimizers import ALIASES, ZOO
+from .problems import PRESETS
 
 PROG = "amsgrad-repro"
 
@@ -60,24 +62,76 @@ def _count(text: str) -> int:
     return int(value)
 
 
+def _lr_values(text: str) -> list[float]:
+    """``1e-3`` → [0.001]; ``1e-4:1e-1:4`` → 4 log-spaced values from 1e-4 to 1e-1 inclusive."""
+    try:
+        if ":" not in text:
+            return [float(text)]
+        start, stop, count = text.split(":")
+        lo, hi, n = float(start), float(stop), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a step size or START:STOP:N range: {text!r}") from None
+    if n < 1 or lo <= 0 or hi <= 0:
+        raise argparse.ArgumentTypeError(f"a range START:STOP:N needs START, STOP > 0 and N >= 1: {text!r}")
+    if n == 1:
+        return [lo]
+    return [float(f"{lo * (hi / lo) ** (k / (n - 1)):.6g}") for k in range(n)]
+
+
+def _seed_values(text: str) -> list[int]:
+    """``3`` → [3]; ``0:5`` → [0, 1, 2, 3, 4] (START inclusive, STOP exclusive, like Python's range)."""
+    if ":" not in text:
+        return [_count(text)]
+    start, _, stop = text.partition(":")
+    return list(range(_count(start), _count(stop)))
+
+
 def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     d = Config()
     g = p.add_argument_group("run")
     g.add_argument("--steps", type=_count, default=d.steps, help="number of steps T (t = 1..T)")
+    names = ", ".join([*ZOO, *ALIASES])
     g.add_argument(
         "--optimizers",
         nargs="+",
         default=list(d.optimizers),
-        metavar="NAME",
-        help=f"one run each, drawn in one chart: {', '.join(NAMED)}, or torch.optim.<Class> (built with --lr only)",
+        metavar="SPEC",
+        help=f"one run each, drawn in one chart. SPEC is NAME or NAME,key=value,... with NAME one of {names}, "
+        "or torch.optim.<Class> (Trial engine). Keys: lr, beta1, beta2, eps, momentum, alpha, momentum_decay, "
+        "lr_schedule, beta1_schedule, beta1_decay (each optimizer takes its own; see the README)",
     )
-    g.add_argument("--lr", type=float, default=d.hyper.lr, help="step size α (constant)")
-    g.add_argument("--betas", type=float, nargs=2, default=list(d.hyper.betas), metavar=("B1", "B2"), help="β1 β2")
-    g.add_argument("--eps", type=float, default=d.hyper.eps, help="ε, added after the square root (torch's place)")
-    seed_help = (
-        "seed of the stochastic stream" if setting == "stochastic" else "unused: the online problem is deterministic"
+    g.add_argument(
+        "--lr",
+        type=_lr_values,
+        nargs="+",
+        default=None,
+        metavar="LR",
+        help="step size α for every optimizer without its own lr; several values or a log range START:STOP:N "
+        "sweep it (default: each optimizer's own, 0.001)",
     )
-    g.add_argument("--seed", type=_count, default=0, help=seed_help)
+    g.add_argument(
+        "--betas",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("B1", "B2"),
+        help="β1 β2 for every optimizer that has them (default: 0.9 0.99, the paper's; theorem1: its own)",
+    )
+    g.add_argument("--eps", type=float, default=None, help="ε (default: each optimizer's own; see the README)")
+    g.add_argument("--momentum", type=float, default=None, help="μ for momentum and nesterov (default: 0.9)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None, help="α_t = α or α/√t (Adam family)")
+    g.add_argument(
+        "--beta1-schedule",
+        choices=BETA1_SCHEDULES,
+        default=None,
+        help="β1t = β1, β1·λ^(t−1) (exp) or β1/t (inverse) (Adam family; default: constant)",
+    )
+    g.add_argument("--beta1-decay", type=float, default=None, help="λ for --beta1-schedule exp (default: 1)")
+    if setting == "stochastic":
+        seed_help = "stream seed(s); several values or a range START:STOP (STOP excluded) sweep it (default: 0)"
+        g.add_argument("--seed", type=_seed_values, nargs="+", default=None, metavar="SEED", help=seed_help)
+    else:
+        g.add_argument("--seed", type=_seed_values, nargs="+", default=None, metavar="SEED", help=argparse.SUPPRESS)
     g.add_argument(
         "--engine",
         choices=["auto", "fused", "trial"],
@@ -86,18 +140,34 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         "auto: fused when it implements every optimizer",
     )
 
-    g = p.add_argument_group("problem constants (defaults: the paper's)")
-    g.add_argument("--rare-coef", type=float, default=1010.0, help="slope of the rare function")
-    g.add_argument("--common-coef", type=float, default=-10.0, help="slope of the common function")
+    presets = [name for name, pr in PRESETS.items() if setting in pr.settings]
+    g = p.add_argument_group("problem (defaults: the paper's Section 5)")
+    g.add_argument(
+        "--preset",
+        choices=presets,
+        default="paper",
+        help="; ".join(f"{name}: {PRESETS[name].summary}" for name in presets),
+    )
+    g.add_argument("--C", dest="c", type=float, default=None, help="the theorems' constant C (presets theorem1-3)")
+    if setting == "stochastic":
+        g.add_argument("--delta", type=float, default=None, help="Theorem 3's δ (preset theorem3; default 0.02)")
+    g.add_argument("--rare-coef", type=float, default=None, help="slope of the rare function (overrides the preset)")
+    g.add_argument(
+        "--common-coef", type=float, default=None, help="slope of the common function (overrides the preset)"
+    )
     if setting == "online":
-        g.add_argument("--period", type=_count, default=101, help="rare step when t mod period = 1")
+        g.add_argument(
+            "--period", type=_count, default=None, help="rare step when t mod period = 1 (overrides the preset)"
+        )
     else:
-        g.add_argument("--probability", type=float, default=0.01, help="probability p of the rare function")
+        g.add_argument("--probability", type=float, default=None, help="probability p of the rare function (overrides)")
     g.add_argument("--x0", type=float, default=0.0, help="starting point x_1")
     g.add_argument("--bounds", type=float, nargs=2, default=[-1.0, 1.0], metavar=("LO", "HI"), help="F = [LO, HI]")
 
     g = p.add_argument_group("output")
-    g.add_argument("--logdir", default=d.logdir, help="TensorBoard root; runs go to LOGDIR/SETTING/RUN_NAME/OPTIMIZER")
+    g.add_argument(
+        "--logdir", default=d.logdir, help="TensorBoard root; runs go to LOGDIR/SETTING/RUN_NAME/SPEC[/lr=..][/seed=..]"
+    )
     g.add_argument("--run-name", default=None, help="run directory name (default: a timestamp)")
     g.add_argument("--log-every", type=_count, default=d.log_every, help="write scalars every N steps (and at T)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
@@ -128,22 +198,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flatten(groups: list[list] | None) -> tuple | None:
+    return None if groups is None else tuple(v for group in groups for v in group)
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
+    seeds = _flatten(args.seed)
     problem = ProblemConfig(
         setting=args.command,
+        preset=args.preset,
+        c=args.c,
+        delta=getattr(args, "delta", None),
         rare_coef=args.rare_coef,
         common_coef=args.common_coef,
-        period=getattr(args, "period", 101),
-        p=getattr(args, "probability", 0.01),
-        seed=args.seed,
+        period=getattr(args, "period", None),
+        p=getattr(args, "probability", None),
+        seed=seeds[0] if seeds else 0,
         x0=args.x0,
         bounds=tuple(args.bounds),
     )
+    betas = args.betas or (None, None)
+    overrides = {
+        "beta1": betas[0],
+        "beta2": betas[1],
+        "eps": args.eps,
+        "momentum": args.momentum,
+        "lr_schedule": args.lr_schedule,
+        "beta1_schedule": args.beta1_schedule,
+        "beta1_decay": args.beta1_decay,
+    }
     return Config(
         problem=problem,
         steps=args.steps,
         optimizers=tuple(args.optimizers),
-        hyper=Hyper(lr=args.lr, betas=tuple(args.betas), eps=args.eps),
+        overrides={k: v for k, v in overrides.items() if v is not None},
+        lrs=_flatten(args.lr),
+        seeds=seeds,
         log_every=args.log_every,
         logdir=args.logdir,
         run_name=args.run_name,

@@ -1,14 +1,19 @@
-"""One invocation: a problem, some optimizers, one run directory, TensorBoard events and a summary.
+"""One invocation: a problem, some optimizers (× step sizes × seeds), one run directory, events, a summary.
 
 Usage::
 
     from amsgrad_repro.experiment import Config, ProblemConfig, run
     summary = run(Config(ProblemConfig("online"), steps=20_000, run_name="demo"))
+    summary = run(Config(ProblemConfig("stochastic"), optimizers=("adam", "sgd"), lrs=(1e-3, 1e-2), seeds=(0, 1)))
 
 Layout written (the same for every engine)::
 
-    <logdir>/<setting>/<run-name>/<optimizer>/events.out.tfevents.*   tags: x, average_regret; step: t
+    <logdir>/<setting>/<run-name>/<optimizer>[/lr=<lr>][/seed=<seed>]/events.out.tfevents.*
     <logdir>/<setting>/<run-name>/summary.json
+
+``lr=`` and ``seed=`` levels appear only when the invocation sweeps them, so a plain run is
+``<run-name>/adam``. Every run writes the tags ``x`` and ``average_regret`` keyed by t, so TensorBoard draws
+all of them in one chart and its run filter (a regex) separates optimizer, lr and seed.
 
 An existing run directory is never overwritten unless ``overwrite`` is set. Ctrl-C stops the run cleanly:
 the events so far are flushed, the last completed step is written, and summary.json says where it stopped.
@@ -20,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,8 +35,8 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 from . import __version__
-from .optimizers import Hyper, OptimizerSpec, resolve
-from .problems import Bounds, LinearProblem, Online, Stochastic
+from .optimizers import Choice, parse_spec, resolve
+from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
 
 
 class UsageError(ValueError):
@@ -39,31 +45,63 @@ class UsageError(ValueError):
 
 @dataclass(frozen=True)
 class ProblemConfig:
-    """Which problem, with which constants. ``period`` is used by ``online``, ``p`` and ``seed`` by
-    ``stochastic``."""
+    """Which problem: a setting, a preset of the counterexample family (C, δ), and raw constants that
+    override the preset's when given. ``seed`` is the stochastic stream's seed."""
 
     setting: str = "online"
-    rare_coef: float = 1010.0
-    common_coef: float = -10.0
-    period: int = 101
-    p: float = 0.01
+    preset: str = "paper"
+    c: float | None = None
+    delta: float | None = None
+    rare_coef: float | None = None
+    common_coef: float | None = None
+    period: int | None = None
+    p: float | None = None
     seed: int = 0
     x0: float = 0.0
     bounds: tuple[float, float] = (-1.0, 1.0)
 
+    def constants(self) -> dict:
+        """The preset's constants with the raw ones given here on top. Raises ValueError."""
+        if self.setting not in ("online", "stochastic"):
+            raise ValueError(f"unknown setting {self.setting!r}: choose online or stochastic")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose from {', '.join(PRESETS)}")
+        out = PRESETS[self.preset].constants(self.setting, self.c, self.delta)
+        raw = {"rare_coef": self.rare_coef, "common_coef": self.common_coef}
+        raw |= {"period": self.period} if self.setting == "online" else {"p": self.p}
+        out.update({k: v for k, v in raw.items() if v is not None})
+        return out
+
+    def theorem_betas(self) -> tuple[float, float] | None:
+        return PRESETS[self.preset].theorem_betas(self.c)
+
+    def with_seed(self, seed: int) -> ProblemConfig:
+        return ProblemConfig(**(asdict(self) | {"seed": seed}))
+
     def describe(self) -> dict:
-        """The constants that apply to this setting (no ``period`` for stochastic, no ``p``/``seed`` for online)."""
-        unused = {"online": ("p", "seed"), "stochastic": ("period",)}.get(self.setting, ())
-        return {k: v for k, v in asdict(self).items() if k not in unused}
+        """What a summary records: the setting, preset, resolved constants, and what else applies."""
+        preset = PRESETS[self.preset]
+        out: dict = {"setting": self.setting, "preset": self.preset}
+        if preset.default_c is not None:
+            out["C"] = preset.default_c if self.c is None else self.c
+        if preset.default_delta is not None:
+            out["delta"] = preset.default_delta if self.delta is None else self.delta
+        out |= self.constants()
+        if self.setting == "stochastic":
+            out["seed"] = self.seed
+        return out | {"x0": self.x0, "bounds": list(self.bounds)}
 
     def make(self) -> LinearProblem:
         """A fresh problem module (x = x0). Raises ``ValueError`` on bad constants."""
+        k = self.constants()
         bounds = Bounds(*self.bounds)
         if self.setting == "online":
-            return Online(self.rare_coef, self.common_coef, self.period, self.x0, bounds)
-        if self.setting == "stochastic":
-            return Stochastic(self.rare_coef, self.common_coef, self.p, self.seed, self.x0, bounds)
-        raise ValueError(f"unknown setting {self.setting!r}: choose online or stochastic")
+            return Online(k["rare_coef"], k["common_coef"], k["period"], self.x0, bounds)
+        return Stochastic(k["rare_coef"], k["common_coef"], k["p"], self.seed, self.x0, bounds)
+
+
+#: invocation-wide optimizer settings (None: each optimizer's own default); see optimizers.resolve
+OVERRIDE_KEYS = ("lr", "beta1", "beta2", "eps", "momentum", "lr_schedule", "beta1_schedule", "beta1_decay")
 
 
 @dataclass(frozen=True)
@@ -71,7 +109,12 @@ class Config:
     problem: ProblemConfig = field(default_factory=ProblemConfig)
     steps: int = 10_000_000
     optimizers: tuple[str, ...] = ("adam", "amsgrad")
-    hyper: Hyper = field(default_factory=Hyper)
+    #: invocation-wide values for OVERRIDE_KEYS (lr is swept through ``lrs``)
+    overrides: dict = field(default_factory=dict)
+    #: step sizes to sweep; None: each optimizer's own (or overrides["lr"])
+    lrs: tuple[float, ...] | None = None
+    #: stream seeds to sweep (stochastic); None: (problem.seed,)
+    seeds: tuple[int, ...] | None = None
     log_every: int = 1000
     logdir: str = "logs"
     run_name: str | None = None
@@ -80,15 +123,29 @@ class Config:
     progress: bool | None = None  # None: a bar only on a terminal
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of an invocation: its name (a path under the run directory), optimizer and seed."""
+
+    name: str
+    choice: Choice
+    seed: int
+    lr_swept: bool
+
+
 @dataclass
 class RunResult:
     name: str
+    optimizer: str
+    lr: float | None
+    seed: int | None
     final_x: float
     average_regret: float
     steps_done: int
     status: str = "complete"  # or "interrupted"
     engine: str = "trial"
     seconds: float = 0.0
+    hyperparameters: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -99,34 +156,87 @@ class Outcome:
     interrupted: bool = False
 
 
-def validate(cfg: Config) -> tuple[LinearProblem, list[OptimizerSpec]]:
-    """Check everything that can be checked before anything is written; raise :class:`UsageError`."""
-    h = cfg.hyper
+def _plan_runs(cfg: Config, overrides: dict) -> list[Run]:
+    seeds = cfg.seeds if cfg.seeds is not None else (cfg.problem.seed,)
+    lrs = cfg.lrs if cfg.lrs is not None else (overrides.get("lr"),)
+    sweep_lr, sweep_seed = len(lrs) > 1, len(seeds) > 1
+    runs: list[Run] = []
+    for spec in cfg.optimizers:
+        own_lr = "lr" in parse_spec(spec)[1]  # a spec's own lr is not swept
+        for lr in lrs if not own_lr else (None,):
+            choice = resolve(spec, overrides | {"lr": lr})
+            for seed in seeds:
+                name = spec
+                if sweep_lr and not own_lr:
+                    name += f"/lr={lr:g}"
+                if sweep_seed:
+                    name += f"/seed={seed}"
+                runs.append(Run(name, choice, seed, sweep_lr and not own_lr))
+    return runs
+
+
+def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
+    """Check everything that can be checked before anything is written; raise :class:`UsageError`.
+    Returns the problem (for x*), the runs, and warnings to print."""
+    o = cfg.overrides
+    lrs = cfg.lrs or ()
     checks = [
         (isinstance(cfg.steps, int) and cfg.steps >= 1, f"--steps must be a positive integer, got {cfg.steps}"),
-        (math.isfinite(h.lr) and h.lr > 0, f"--lr must be > 0, got {h.lr}"),
-        (all(0.0 <= b < 1.0 for b in h.betas), f"--betas must lie in [0, 1), got {h.betas[0]} {h.betas[1]}"),
-        (math.isfinite(h.eps) and h.eps >= 0, f"--eps must be >= 0, got {h.eps}"),
+        (all(math.isfinite(lr) and lr > 0 for lr in lrs), f"--lr values must be > 0, got {list(lrs)}"),
+        (len(set(lrs)) == len(lrs), f"--lr has a repeated value: {list(lrs)}"),
+        (
+            all(o.get(k) is None or 0.0 <= o[k] < 1.0 for k in ("beta1", "beta2")),
+            f"--betas must lie in [0, 1), got {o.get('beta1')} {o.get('beta2')}",
+        ),
+        (
+            o.get("eps") is None or (math.isfinite(o["eps"]) and o["eps"] >= 0),
+            f"--eps must be >= 0, got {o.get('eps')}",
+        ),
         (cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}"),
         (len(cfg.optimizers) >= 1, "--optimizers needs at least one name"),
-        (len(set(cfg.optimizers)) == len(cfg.optimizers), f"--optimizers has a repeated name: {cfg.optimizers}"),
-        (cfg.problem.seed >= 0, f"--seed must be >= 0, got {cfg.problem.seed}"),
+        (len(set(cfg.optimizers)) == len(cfg.optimizers), f"--optimizers has a repeated name: {list(cfg.optimizers)}"),
+        (all(s >= 0 for s in (cfg.seeds or (cfg.problem.seed,))), "--seed values must be >= 0"),
+        (cfg.seeds is None or len(set(cfg.seeds)) == len(cfg.seeds), f"--seed has a repeated value: {cfg.seeds}"),
         (
-            0.0 <= cfg.problem.p <= 1.0,
+            cfg.problem.setting == "stochastic" or cfg.seeds is None or len(cfg.seeds) == 1,
+            "the online problem is deterministic: --seed takes one value there",
+        ),
+        (
+            cfg.problem.p is None or 0.0 <= cfg.problem.p <= 1.0,
             f"--probability must lie in [0, 1], got {cfg.problem.p}",
         ),
+        (all("/" not in s for s in cfg.optimizers), "an optimizer spec cannot contain '/'"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
     if cfg.run_name is not None and (not cfg.run_name or os.sep in cfg.run_name or cfg.run_name in (".", "..")):
         raise UsageError(f"--run-name must be a plain directory name, got {cfg.run_name!r}")
+    warnings = []
     try:
         problem = cfg.problem.make()
-        specs = [resolve(name) for name in cfg.optimizers]
+        overrides = {k: v for k, v in o.items() if k in OVERRIDE_KEYS and v is not None}
+        theorem = cfg.problem.theorem_betas()
+        if theorem is not None and "beta1" not in overrides and "beta2" not in overrides:
+            overrides |= {"beta1": theorem[0], "beta2": theorem[1]}  # the theorem fixes them unless told otherwise
+        runs = _plan_runs(cfg, overrides)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return problem, specs
+    seen = set()
+    for run in runs:
+        hp = run.choice.hp
+        if (
+            "beta1" in hp
+            and "beta2" in hp
+            and not beta_condition(hp["beta1"], hp["beta2"])
+            and run.choice.label not in seen
+        ):
+            seen.add(run.choice.label)
+            warnings.append(
+                f"warning: {run.choice.label} has β1 = {hp['beta1']:g} ≥ √β2 = {math.sqrt(hp['beta2']):.4g}, "
+                "outside the condition β1 < √β2 of Theorems 2-4"
+            )
+    return problem, runs, warnings
 
 
 def prepare_run_dir(cfg: Config) -> Path:
@@ -159,29 +269,43 @@ def prepare_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, spec: OptimizerSpec, hyper: Hyper) -> float:
+def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) -> float:
     """Time 300 Trial steps of a throwaway problem (no logging) and return seconds per step."""
     from .trial import build_trial
 
     problem = problem_cfg.make()
-    trial = build_trial(problem, spec.build(problem.parameters(), hyper), steps=300)
+    trial = build_trial(problem, choice.build(problem.parameters()), steps=300)
     start = time.perf_counter()
     trial.run()
     return (time.perf_counter() - start) / 300
 
 
-def run_trial_engine(cfg: Config, specs: list[OptimizerSpec], run_dir: Path, bar) -> Outcome:
-    """Each optimizer in turn through a torchbearer Trial (:func:`amsgrad_repro.trial.build_trial`)."""
+def _result(run: Run, x: float, regret: float, steps: int, status: str, engine: str, seconds: float) -> RunResult:
+    return RunResult(
+        name=run.name,
+        optimizer=run.choice.label,
+        lr=run.choice.hp.get("lr"),
+        seed=run.seed,
+        final_x=x,
+        average_regret=regret,
+        steps_done=steps,
+        status=status,
+        engine=engine,
+        seconds=seconds,
+        hyperparameters=run.choice.describe(),
+    )
+
+
+def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar) -> Outcome:
+    """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.trial.build_trial`)."""
     from .trial import Progress, ScalarLogger, build_trial
 
     outcome = Outcome()
-    for spec in specs:
-        problem = cfg.problem.make()
-        logger = ScalarLogger(str(run_dir / spec.name), cfg.log_every, cfg.steps)
+    for run in runs:
+        problem = cfg.problem.with_seed(run.seed).make()
+        logger = ScalarLogger(str(run_dir / run.name), cfg.log_every, cfg.steps)
         progress = Progress(bar, every=min(cfg.log_every, 1000))
-        trial = build_trial(
-            problem, spec.build(problem.parameters(), cfg.hyper), cfg.steps, callbacks=[logger, progress]
-        )
+        trial = build_trial(problem, run.choice.build(problem.parameters()), cfg.steps, callbacks=[logger, progress])
         start = time.perf_counter()
         status = "complete"
         try:
@@ -192,44 +316,40 @@ def run_trial_engine(cfg: Config, specs: list[OptimizerSpec], run_dir: Path, bar
         finally:
             logger.close()
         progress.flush(logger.last_step)
-        outcome.results.append(
-            RunResult(
-                name=spec.name,
-                final_x=logger.last_metrics.get("x", float(problem.x.detach())),
-                average_regret=logger.last_metrics.get("average_regret", float("nan")),
-                steps_done=logger.last_step,
-                status=status,
-                engine="trial",
-                seconds=time.perf_counter() - start,
-            )
-        )
+        x = logger.last_metrics.get("x", float(problem.x.detach()))
+        regret = logger.last_metrics.get("average_regret", float("nan"))
+        seconds = time.perf_counter() - start
+        outcome.results.append(_result(run, x, regret, logger.last_step, status, "trial", seconds))
         if status == "interrupted":
             outcome.interrupted = True
             break
     return outcome
 
 
-def run_fused_engine(cfg: Config, specs: list[OptimizerSpec], run_dir: Path, bar) -> Outcome:
-    """All optimizers at once through the compiled loop (:func:`amsgrad_repro.fused.simulate`), writing the
+def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar) -> Outcome:
+    """Every run at once through the compiled loop (:func:`amsgrad_repro.fused.simulate`), writing the
     same tags at the same steps as the Trial, with tensorboardX's writer (the one torchbearer uses)."""
     from tensorboardX import SummaryWriter
 
     from .fused import FusedRun, simulate
 
-    runs = [FusedRun(spec.name, cfg.hyper) for spec in specs]
-    writers = [SummaryWriter(str(run_dir / spec.name)) for spec in specs]
+    seeds = sorted({run.seed for run in runs})
+    problems = [cfg.problem.with_seed(seed).make() for seed in seeds]
+    fused = [FusedRun(run.choice, seeds.index(run.seed)) for run in runs]
+    writers = [SummaryWriter(str(run_dir / run.name)) for run in runs]
 
     def on_log(ts, xs, regrets) -> None:
-        for writer, x_row, r_row in zip(writers, xs, regrets, strict=True):
-            for t, x, r in zip(ts.tolist(), x_row.tolist(), r_row.tolist(), strict=True):
+        steps = ts.tolist()
+        for writer, x_row, r_row in zip(writers, xs.tolist(), regrets.tolist(), strict=True):
+            for t, x, r in zip(steps, x_row, r_row, strict=True):
                 writer.add_scalar("x", x, t)
                 writer.add_scalar("average_regret", r, t)
 
     start = time.perf_counter()
     try:
         result = simulate(
-            [cfg.problem.make()],
-            runs,
+            problems,
+            fused,
             cfg.steps,
             log_every=cfg.log_every,
             on_log=on_log,
@@ -242,8 +362,8 @@ def run_fused_engine(cfg: Config, specs: list[OptimizerSpec], run_dir: Path, bar
     status = "interrupted" if result.interrupted else "complete"
     return Outcome(
         results=[
-            RunResult(spec.name, float(x), float(r), result.steps_done, status, "fused", seconds)
-            for spec, x, r in zip(specs, result.x, result.average_regret, strict=True)
+            _result(run, float(x), float(r), result.steps_done, status, "fused", seconds)
+            for run, x, r in zip(runs, result.x, result.average_regret, strict=True)
         ],
         interrupted=result.interrupted,
     )
@@ -252,14 +372,12 @@ def run_fused_engine(cfg: Config, specs: list[OptimizerSpec], run_dir: Path, bar
 ENGINES = {"fused": run_fused_engine, "trial": run_trial_engine}
 
 
-def choose_engine(requested: str, specs: list[OptimizerSpec]) -> tuple[str, str]:
+def choose_engine(requested: str, runs: list[Run]) -> tuple[str, str]:
     """(engine, reason). ``auto`` takes ``fused`` when it implements every optimizer, else ``trial``;
     an explicit ``fused`` with an optimizer it lacks is a :class:`UsageError`, never a silent fallback."""
-    lacking = [spec.name for spec in specs if spec.fused is None]
+    lacking = sorted({run.choice.label for run in runs if not run.choice.fused})
     if requested == "fused" and lacking:
-        raise UsageError(
-            f"the fused engine does not implement {', '.join(lacking)}: use --engine trial (or auto) for it"
-        )
+        raise UsageError(f"the fused engine does not implement {', '.join(lacking)}: use --engine trial (or auto)")
     if requested == "auto":
         if lacking:
             return "trial", f"auto: {', '.join(lacking)} has no fused kernel"
@@ -277,16 +395,40 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def format_table(summary: dict) -> str:
-    """The end-of-run table: optimizer, final x, average regret, x*, steps done."""
-    rows = [("optimizer", "final x", "R_T/T", "x*", "steps")]
-    for r in summary["runs"]:
-        steps = f"{r['steps_done']:,}" + ("" if r["status"] == "complete" else " (interrupted)")
-        rows.append((r["name"], f"{r['final_x']:+.6f}", f"{r['average_regret']:.6f}", f"{summary['x_star']:+g}", steps))
+def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _mean_std(values: list[float], digits: int, sign: str = "") -> str:
+    if len(values) == 1:
+        return f"{values[0]:{sign}.{digits}f}"
+    return f"{statistics.fmean(values):{sign}.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def format_table(summary: dict) -> str:
+    """The end-of-run table. One row per run, or, when seeds are swept, one row per (optimizer, lr) with
+    mean ± standard deviation across seeds."""
+    runs = summary["runs"]
+    x_star = f"{summary['x_star']:+g}"
+    if len({r["seed"] for r in runs}) <= 1:
+        rows = [("run", "final x", "R_T/T", "x*", "steps")]
+        for r in runs:
+            steps = f"{r['steps_done']:,}" + ("" if r["status"] == "complete" else " (interrupted)")
+            rows.append((r["name"], f"{r['final_x']:+.6f}", f"{r['average_regret']:.6f}", x_star, steps))
+        return _table(rows)
+    groups: dict[tuple[str, float | None], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["optimizer"], r["lr"]), []).append(r)
+    rows = [("optimizer", "lr", "seeds", "final x (mean ± sd)", "R_T/T (mean ± sd)", "x*")]
+    for (optimizer, lr), members in groups.items():
+        xs = [m["final_x"] for m in members]
+        regrets = [m["average_regret"] for m in members]
+        lr_text = "" if lr is None else f"{lr:g}"
+        rows.append((optimizer, lr_text, str(len(members)), _mean_std(xs, 4, "+"), _mean_std(regrets, 4), x_star))
+    return _table(rows)
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
@@ -298,34 +440,49 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
     return path
 
 
-def run(cfg: Config, out: TextIO = sys.stdout) -> dict:
-    """Validate, run every optimizer with the chosen engine, write events and summary.json, print a table.
+def run(cfg: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> dict:
+    """Validate, run everything with the chosen engine, write events and summary.json, print a table.
 
     Raises :class:`UsageError` (nothing written) on bad input. Returns the summary dict; its ``interrupted``
     field is true if Ctrl-C stopped the run.
     """
-    problem, specs = validate(cfg)
-    engine, why = choose_engine(cfg.engine, specs)
+    problem, runs, warnings = validate(cfg)
+    engine, why = choose_engine(cfg.engine, runs)
     run_dir = prepare_run_dir(cfg)
     x_star = problem.x_star
+    described = cfg.problem.describe()
 
-    print(f"amsgrad_repro {cfg.problem.setting}: {cfg.steps:,} steps, optimizers {', '.join(cfg.optimizers)}", file=out)
+    optimizers = ", ".join(cfg.optimizers)
+    print(
+        f"amsgrad_repro {cfg.problem.setting}: {cfg.steps:,} steps, optimizers {optimizers}, {len(runs)} run(s)",
+        file=out,
+    )
+    constants = ", ".join(f"{k}={v:g}" for k, v in described.items() if k in ("C", "delta", "rare_coef",
+                          "common_coef", "period", "p"))  # fmt: skip
+    print(f"  problem: preset {cfg.problem.preset} ({constants})", file=out)
     print(f"  x* = {x_star:+g} (average slope {problem.mean_slope:+.6g}); writing to {run_dir}", file=out)
+    theorem = cfg.problem.theorem_betas()
+    if theorem is not None:
+        print(f"  {cfg.problem.preset} assumes β1 = {theorem[0]:g}, β2 = 1/(1+C²) = {theorem[1]:.6g}", file=out)
+    elif cfg.problem.preset != "paper":
+        print(f"  {cfg.problem.preset} holds for any β1 < √β2", file=out)
     print(f"  engine: {engine} ({why})", file=out)
+    for warning in warnings:
+        print(warning, file=err)
     if engine == "trial":
-        per_step = estimate_trial_seconds_per_step(cfg.problem, specs[0], cfg.hyper)
-        total = per_step * cfg.steps * len(specs)
+        per_step = estimate_trial_seconds_per_step(cfg.problem, runs[0].choice)
+        total = per_step * cfg.steps * len(runs)
         print(
             f"  estimated time: {_fmt_duration(total)} ({per_step * 1e6:.0f} µs/step measured just now "
-            f"× {cfg.steps:,} steps × {len(specs)} optimizer(s))",
+            f"× {cfg.steps:,} steps × {len(runs)} run(s))",
             file=out,
         )
     out.flush()
 
     start = time.perf_counter()
     disable = None if cfg.progress is None else not cfg.progress
-    with tqdm(total=cfg.steps * len(specs), unit="step", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
-        outcome = ENGINES[engine](cfg, specs, run_dir, bar)
+    with tqdm(total=cfg.steps * len(runs), unit="step", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
+        outcome = ENGINES[engine](cfg, runs, run_dir, bar)
     elapsed = time.perf_counter() - start
 
     summary = {
@@ -333,11 +490,11 @@ def run(cfg: Config, out: TextIO = sys.stdout) -> dict:
         "steps": cfg.steps,
         "x_star": x_star,
         "config": {
-            "problem": cfg.problem.describe() | {"mean_slope": problem.mean_slope},
+            "problem": described | {"mean_slope": problem.mean_slope},
             "optimizers": list(cfg.optimizers),
-            "lr": cfg.hyper.lr,
-            "betas": list(cfg.hyper.betas),
-            "eps": cfg.hyper.eps,
+            "overrides": {k: v for k, v in cfg.overrides.items() if v is not None},
+            "lrs": None if cfg.lrs is None else list(cfg.lrs),
+            "seeds": None if cfg.seeds is None else list(cfg.seeds),
             "log_every": cfg.log_every,
             "engine": engine,
             "run_dir": str(run_dir),

@@ -1,76 +1,268 @@
-"""Optimizers by name, as the CLI and both engines see them.
+"""The optimizer zoo by name, as the CLI and both engines see it.
 
 Usage::
 
-    from amsgrad_repro.optimizers import resolve, Hyper
-    spec = resolve("amsgrad")
-    opt = spec.build(model.parameters(), Hyper(lr=1e-3, betas=(0.9, 0.99), eps=1e-8))
+    from amsgrad_repro.optimizers import resolve
+    choice = resolve("momentum,lr=0.01,momentum=0.5")      # name, then per-optimizer options
+    choice = resolve("adam", {"lr": 1e-2})                  # invocation-wide defaults for the keys it takes
+    opt = choice.build(model.parameters())                  # the Trial's optimizer
+    choice.label, choice.hp                                 # run name, resolved hyperparameters
 
-Names:
+A spec is ``NAME`` or ``NAME,key=value,key=value``; the spec as typed is the run's name (its directory and
+TensorBoard run). Invocation-wide values (the CLI's ``--lr``, ``--betas``, ``--eps``, ``--momentum``,
+``--lr-schedule``, ``--beta1-schedule``, ``--beta1-decay``) apply to every optimizer that takes that key, and a
+spec's own options override them.
 
-- ``adam``    — ``torch.optim.Adam(amsgrad=False)``.
-- ``amsgrad`` — ``torch.optim.Adam(amsgrad=True)``: PyTorch's AMSGrad keeps the max of the *uncorrected*
-  second moment, max(v̂_{t−1}, v_t), and divides that max by (1 − β2^t) afterwards; ε is added after the
-  square root. The paper's Algorithm 2 has no bias correction and no ε at all. With (0.9, 0.99) the two
-  differ only in the first few hundred steps, where (1 − β^t) is not yet 1.
-- ``torch.optim.<Class>`` — any optimizer class of ``torch.optim`` (e.g. ``torch.optim.SGD``), built with
-  ``lr`` only and its own defaults for everything else. Trial engine only.
+In the Trial engine each name is its ``torch.optim`` class wherever torch has the algorithm, and one of ours
+(:mod:`amsgrad_repro.algorithms`) otherwise; the fused engine implements every name (not ``torch.optim.<Class>``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
+from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES, AdamNC, AdaptiveMoment, AMSGrad
 
-@dataclass(frozen=True)
-class Hyper:
-    """The hyperparameters the CLI sets for every optimizer of an invocation."""
+Params = Iterable[torch.nn.Parameter]
 
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-8
+#: every hyperparameter key: (type, check, description)
+KEYS: dict[str, tuple[type, Callable[[object], bool], str]] = {
+    "lr": (float, lambda v: math.isfinite(v) and v > 0, "step size α > 0"),
+    "beta1": (float, lambda v: 0 <= v < 1, "β1 in [0, 1)"),
+    "beta2": (float, lambda v: 0 <= v < 1, "β2 in [0, 1)"),
+    "eps": (float, lambda v: math.isfinite(v) and v >= 0, "ε ≥ 0"),
+    "momentum": (float, lambda v: 0 <= v < 1, "momentum μ in [0, 1)"),
+    "alpha": (float, lambda v: 0 <= v < 1, "RMSprop's smoothing α in [0, 1)"),
+    "momentum_decay": (float, lambda v: math.isfinite(v) and v >= 0, "NAdam's ψ ≥ 0"),
+    "lr_schedule": (str, lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+    "beta1_schedule": (str, lambda v: v in BETA1_SCHEDULES, f"one of {', '.join(BETA1_SCHEDULES)}"),
+    "beta1_decay": (float, lambda v: 0 < v <= 1, "λ in (0, 1] for beta1_schedule=exp"),
+}
 
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """A named optimizer: how to build it for the Trial, and which fused kernel (if any) runs it."""
-
-    name: str
-    build_torch: Callable[[Iterable[torch.nn.Parameter], Hyper], torch.optim.Optimizer]
-    fused: str | None = None
-    #: whether the fused kernel takes the AMSGrad max
-    amsgrad: bool = False
-
-    def build(self, params: Iterable[torch.nn.Parameter], hyper: Hyper) -> torch.optim.Optimizer:
-        return self.build_torch(params, hyper)
+_SCHEDULES = {"lr_schedule": "constant", "beta1_schedule": "constant", "beta1_decay": 1.0}
+_BETAS = {"beta1": 0.9, "beta2": 0.99}
 
 
-def _adam(amsgrad: bool) -> Callable[[Iterable[torch.nn.Parameter], Hyper], torch.optim.Optimizer]:
-    def build(params: Iterable[torch.nn.Parameter], h: Hyper) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=h.lr, betas=h.betas, eps=h.eps, amsgrad=amsgrad)
+def _constant_schedules(hp: Mapping) -> bool:
+    return hp["lr_schedule"] == "constant" and hp["beta1_schedule"] == "constant"
+
+
+def _ours(hp: Mapping) -> dict:
+    return {k: hp[k] for k in _SCHEDULES}
+
+
+def _adam(amsgrad: bool) -> Callable[[Params, Mapping], torch.optim.Optimizer]:
+    def build(params: Params, hp: Mapping) -> torch.optim.Optimizer:
+        betas = (hp["beta1"], hp["beta2"])
+        if _constant_schedules(hp):
+            return torch.optim.Adam(params, lr=hp["lr"], betas=betas, eps=hp["eps"], amsgrad=amsgrad)
+        if amsgrad:
+            return AMSGrad(params, hp["lr"], betas, hp["eps"], variant="pytorch", **_ours(hp))
+        return AdaptiveMoment(params, hp["lr"], betas, hp["eps"], **_ours(hp))
 
     return build
 
 
-NAMED: dict[str, OptimizerSpec] = {
-    "adam": OptimizerSpec("adam", _adam(False), fused="adam", amsgrad=False),
-    "amsgrad": OptimizerSpec("amsgrad", _adam(True), fused="adam", amsgrad=True),
+def _amsgrad(variant: str) -> Callable[[Params, Mapping], torch.optim.Optimizer]:
+    def build(params: Params, hp: Mapping) -> torch.optim.Optimizer:
+        return AMSGrad(params, hp["lr"], (hp["beta1"], hp["beta2"]), hp["eps"], variant=variant, **_ours(hp))
+
+    return build
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A named optimizer: its hyperparameters with defaults, and how the Trial builds it."""
+
+    name: str
+    summary: str
+    defaults: dict[str, object]
+    build_torch: Callable[[Params, Mapping], torch.optim.Optimizer]
+    trial_class: str  # what the Trial engine runs, for --help and the README
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in [
+        ZooEntry("sgd", "x ← x − α·g", {"lr": 1e-3}, lambda p, h: torch.optim.SGD(p, lr=h["lr"]), "torch.optim.SGD"),
+        ZooEntry(
+            "momentum",
+            "b ← μ·b + g; x ← x − α·b",
+            {"lr": 1e-3, "momentum": 0.9},
+            lambda p, h: torch.optim.SGD(p, lr=h["lr"], momentum=h["momentum"]),
+            "torch.optim.SGD(momentum=μ)",
+        ),
+        ZooEntry(
+            "nesterov",
+            "b ← μ·b + g; x ← x − α·(g + μ·b)",
+            {"lr": 1e-3, "momentum": 0.9},
+            lambda p, h: torch.optim.SGD(p, lr=h["lr"], momentum=h["momentum"], nesterov=True),
+            "torch.optim.SGD(momentum=μ, nesterov=True)",
+        ),
+        ZooEntry(
+            "adagrad",
+            "s ← s + g²; x ← x − α·g/(√s + ε)",
+            {"lr": 1e-3, "eps": 1e-10},
+            lambda p, h: torch.optim.Adagrad(p, lr=h["lr"], eps=h["eps"]),
+            "torch.optim.Adagrad",
+        ),
+        ZooEntry(
+            "rmsprop",
+            "s ← α·s + (1−α)·g²; x ← x − lr·g/(√s + ε)",
+            {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8},
+            lambda p, h: torch.optim.RMSprop(p, lr=h["lr"], alpha=h["alpha"], eps=h["eps"]),
+            "torch.optim.RMSprop",
+        ),
+        ZooEntry(
+            "adam",
+            "bias-corrected Adam (torch's)",
+            {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
+            _adam(False),
+            "torch.optim.Adam (AdaptiveMoment with a schedule)",
+        ),
+        ZooEntry(
+            "adamax",
+            "u ← max(β2·u, |g| + ε); x ← x − α/(1−β1^t)·m/u",
+            {"lr": 1e-3, **_BETAS, "eps": 1e-8},
+            lambda p, h: torch.optim.Adamax(p, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"]),
+            "torch.optim.Adamax",
+        ),
+        ZooEntry(
+            "nadam",
+            "Adam with Nesterov momentum and μ_t = β1·(1 − ½·0.96^{tψ})",
+            {"lr": 1e-3, **_BETAS, "eps": 1e-8, "momentum_decay": 4e-3},
+            lambda p, h: torch.optim.NAdam(
+                p, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"], momentum_decay=h["momentum_decay"]
+            ),
+            "torch.optim.NAdam",
+        ),
+        ZooEntry(
+            "amsgrad-pytorch",
+            "torch's AMSGrad: max of raw v, then bias correction",
+            {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
+            _adam(True),
+            "torch.optim.Adam(amsgrad=True) (AMSGrad(variant='pytorch') with a schedule)",
+        ),
+        ZooEntry(
+            "amsgrad-paper",
+            "Algorithm 2: max of raw v, no bias correction, ε = 0",
+            {"lr": 1e-3, **_BETAS, "eps": 0.0, **_SCHEDULES},
+            _amsgrad("paper"),
+            "AMSGrad(variant='paper')",
+        ),
+        ZooEntry(
+            "amsgrad-corrected",
+            "bias-correct v, then max (optax)",
+            {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
+            _amsgrad("corrected"),
+            "AMSGrad(variant='corrected')",
+        ),
+        ZooEntry(
+            "adamnc",
+            "β2t = 1 − 1/t, no max, no bias correction, ε = 0",
+            {"lr": 1e-3, "beta1": 0.9, "eps": 0.0, **_SCHEDULES},
+            lambda p, h: AdamNC(p, h["lr"], h["beta1"], h["eps"], **_ours(h)),
+            "AdamNC",
+        ),
+    ]
 }
+
+#: other names for zoo entries
+ALIASES = {"amsgrad": "amsgrad-pytorch"}
 
 _TORCH_PREFIX = "torch.optim."
 
 
-def resolve(name: str) -> OptimizerSpec:
-    """The spec for ``name``; raises ``ValueError`` naming the choices if there is none."""
-    if name in NAMED:
-        return NAMED[name]
-    if name.startswith(_TORCH_PREFIX):
+@dataclass(frozen=True)
+class Choice:
+    """A resolved spec: the run's label, the zoo entry (None for ``torch.optim.<Class>``) and hyperparameters."""
+
+    label: str
+    name: str
+    hp: dict[str, object] = field(default_factory=dict)
+    entry: ZooEntry | None = None
+    torch_class: type | None = None
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused engine implements it (every zoo name does)."""
+        return self.entry is not None
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        """The optimizer the Trial engine runs."""
+        if self.entry is not None:
+            return self.entry.build_torch(params, self.hp)
+        return self.torch_class(params, **self.hp)
+
+    def describe(self) -> dict:
+        return {"optimizer": self.name, **self.hp}
+
+
+def _parse_value(key: str, text: str) -> object:
+    kind = KEYS[key][0] if key in KEYS else float
+    if kind is str:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{key}={text!r} is not a number") from None
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``"sgd,lr=0.1"`` → ``("sgd", {"lr": 0.1})``."""
+    name, *options = spec.split(",")
+    if not name:
+        raise ValueError(f"optimizer spec {spec!r} has no name")
+    parsed: dict[str, object] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"optimizer option {option!r} in {spec!r} is not key=value")
+        if key in parsed:
+            raise ValueError(f"optimizer option {key!r} is given twice in {spec!r}")
+        parsed[key] = _parse_value(key, value)
+    return name, parsed
+
+
+def resolve(spec: str, overrides: Mapping[str, object] | None = None) -> Choice:
+    """The :class:`Choice` for ``spec``, with invocation-wide ``overrides`` applied to the keys the optimizer
+    takes (None values are ignored). Raises ``ValueError`` with one line saying what is wrong."""
+    name, options = parse_spec(spec)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    name = ALIASES.get(name, name)
+    if name in ZOO:
+        entry = ZOO[name]
+        unknown = sorted(set(options) - set(entry.defaults))
+        if unknown:
+            raise ValueError(f"{name} has no option {', '.join(unknown)} (it takes {', '.join(entry.defaults)})")
+        hp = dict(entry.defaults)
+        hp.update({k: v for k, v in overrides.items() if k in hp})
+        hp.update(options)
+        for key, value in hp.items():
+            kind, check, text = KEYS[key]
+            if not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+                raise ValueError(f"{spec}: {key} must be {text}, got {value!r}")
+            if kind is float:
+                value = hp[key] = float(value)
+            if not check(value):
+                raise ValueError(f"{spec}: {key} must be {text}, got {value!r}")
+        choice = Choice(spec, name, hp, entry=entry)
+    elif name.startswith(_TORCH_PREFIX):
         cls = getattr(torch.optim, name[len(_TORCH_PREFIX) :], None)
-        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer:
-            return OptimizerSpec(name, lambda params, h: cls(params, lr=h.lr))
-    raise ValueError(
-        f"unknown optimizer {name!r}: choose from {', '.join(NAMED)} or torch.optim.<Class> (e.g. torch.optim.SGD)"
-    )
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer):
+            raise ValueError(f"torch.optim has no optimizer class {name[len(_TORCH_PREFIX) :]!r}")
+        hp = {"lr": float(overrides["lr"])} if "lr" in overrides else {}
+        hp.update(options)
+        choice = Choice(spec, name, hp, torch_class=cls)
+    else:
+        known = ", ".join([*ZOO, *ALIASES])
+        raise ValueError(f"unknown optimizer {name!r}: choose from {known}, or torch.optim.<Class>")
+    try:  # let the optimizer's own checks speak too (torch.optim raises ValueError)
+        choice.build([torch.nn.Parameter(torch.zeros(()))])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{spec}: {e}") from None
+    return choice

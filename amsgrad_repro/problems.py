@@ -242,3 +242,66 @@ class Stochastic(LinearProblem):
 
 
 SETTINGS = {"online": Online, "stochastic": Stochastic}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A member of the paper's counterexample family: which settings it has and its constants as functions of
+    C (and δ). ``theorem_betas`` are the (β1, β2) the theorem fixes, if it fixes them."""
+
+    name: str
+    settings: tuple[str, ...]
+    summary: str
+    default_c: float | None = None
+    default_delta: float | None = None
+
+    def constants(self, setting: str, c: float | None = None, delta: float | None = None) -> dict:
+        """{"rare_coef", "common_coef", "period" | "p"} for ``setting``; raises ValueError on bad C, δ."""
+        if setting not in self.settings:
+            raise ValueError(f"preset {self.name} is for {' and '.join(self.settings)}, not {setting}")
+        c = self.default_c if c is None else c
+        delta = self.default_delta if delta is None else delta
+        if self.name == "paper":
+            base = {"rare_coef": 1010.0, "common_coef": -10.0}
+            return base | ({"period": 101} if setting == "online" else {"p": 0.01})
+        if self.name == "theorem1":
+            if not c > 2:
+                raise ValueError(f"theorem1 needs C > 2, got {c}")
+            return {"rare_coef": float(c), "common_coef": -1.0, "period": 3}
+        if self.name == "theorem2":
+            if not (float(c).is_integer() and c >= 2):
+                raise ValueError(f"theorem2 needs an integer C >= 2 (the period), got {c}")
+            return {"rare_coef": float(c), "common_coef": -1.0, "period": int(c)}
+        # theorem3
+        if not (c > 0 and delta > 0 and (1 + delta) / (c + 1) <= 1):
+            raise ValueError(f"theorem3 needs C > 0, δ > 0 and (1+δ)/(C+1) <= 1, got C={c}, δ={delta}")
+        return {"rare_coef": float(c), "common_coef": -1.0, "p": (1 + delta) / (c + 1)}
+
+    def theorem_betas(self, c: float | None = None) -> tuple[float, float] | None:
+        """Theorem 1 fixes β1 = 0, β2 = 1/(1+C²); the others hold for any β1 < √β2."""
+        if self.name != "theorem1":
+            return None
+        c = self.default_c if c is None else c
+        return 0.0, 1.0 / (1.0 + c * c)
+
+
+PRESETS = {
+    p.name: p
+    for p in [
+        Preset("paper", ("online", "stochastic"), "Section 5: 1010·x / −10·x, period 101 or probability 0.01"),
+        Preset("theorem1", ("online",), "Theorem 1: C·x if t mod 3 = 1 else −x (C > 2), β1 = 0, β2 = 1/(1+C²)", 3.0),
+        Preset("theorem2", ("online",), "Theorem 2: C·x if t mod C = 1 else −x, for any β1 < √β2", 101.0),
+        Preset(
+            "theorem3",
+            ("stochastic",),
+            "Theorem 3: C·x with probability (1+δ)/(C+1) else −x, for any β1 < √β2",
+            101.0,
+            0.02,
+        ),
+    ]
+}
+
+
+def beta_condition(beta1: float, beta2: float) -> bool:
+    """Theorems 2 and 3 (and AMSGrad's Theorem 4, as γ = β1/√β2 < 1) assume β1 < √β2."""
+    return beta1 < math.sqrt(beta2)

@@ -121,15 +121,22 @@ def test_default_run_names_never_collide(tmp_path):
     assert len(list((tmp_path / "online").iterdir())) == 2
 
 
-def test_help_gives_every_default():
-    proc = subprocess.run([sys.executable, "-m", "amsgrad_repro", "online", "--help"], capture_output=True, text=True)
+@pytest.mark.parametrize("setting", ["online", "stochastic"])
+def test_help_gives_every_default(setting):
+    proc = subprocess.run([sys.executable, "-m", "amsgrad_repro", setting, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    for flag, default in [("--steps", "10000000"), ("--lr", "0.001"), ("--betas", "0.9 0.99"),
-                          ("--eps", "1e-08"), ("--optimizers", "adam amsgrad"), ("--seed", "0"),
-                          ("--log-every", "1000"), ("--logdir", "logs"), ("--engine", "auto")]:  # fmt: skip
+    expected = [("--steps", "10000000"), ("--lr", "each optimizer's own, 0.001"), ("--betas", "0.9 0.99"),
+                ("--eps", "each optimizer's own"), ("--optimizers", "adam amsgrad"), ("--preset", "paper"),
+                ("--log-every", "1000"), ("--logdir", "logs"), ("--engine", "auto"), ("--x0", "0.0")]  # fmt: skip
+    if setting == "stochastic":
+        expected.append(("--seed", "0"))
+    for flag, default in expected:
         assert flag in text
-        assert f"(default: {default})" in text, flag
+        assert f"(default: {default}" in text, flag
+    for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adamax", "nadam", "amsgrad-paper",
+                 "amsgrad-pytorch", "amsgrad-corrected", "adamnc"):  # fmt: skip
+        assert name in text
 
 
 def test_console_script_is_installed():

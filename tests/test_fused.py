@@ -11,7 +11,6 @@ import torch
 import torchbearer
 
 from amsgrad_repro.fused import FusedRun, log_points, simulate
-from amsgrad_repro.optimizers import Hyper
 from amsgrad_repro.problems import Online, Stochastic
 from amsgrad_repro.trial import build_trial
 
@@ -42,13 +41,12 @@ class Recorder(torchbearer.Callback):
 @pytest.mark.parametrize("setting", [Online, Stochastic])
 @pytest.mark.parametrize("lr", [1e-3, 1e-2, 1e-1])
 def test_fused_equals_trial_every_step(setting, lr):
-    hyper = Hyper(lr=lr, betas=(0.9, 0.99), eps=1e-8)
-    runs = [FusedRun("adam", hyper), FusedRun("amsgrad", hyper)]
+    runs = [FusedRun.of("adam", lr=lr), FusedRun.of("amsgrad", lr=lr)]
     x_fused, avg_fused = fused_every_step(setting(), runs, STEPS)
     for k, amsgrad in enumerate([False, True]):
         rec = Recorder()
         problem = setting()
-        opt = torch.optim.Adam(problem.parameters(), lr=lr, betas=hyper.betas, eps=hyper.eps, amsgrad=amsgrad)
+        opt = torch.optim.Adam(problem.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8, amsgrad=amsgrad)
         build_trial(problem, opt, STEPS, callbacks=[rec]).run()
         x_trial, avg_trial = np.array(rec.x, np.float32), np.array(rec.avg)
         assert np.max(np.abs(x_fused[k] - x_trial)) <= 1e-6
@@ -60,18 +58,17 @@ def test_fused_equals_trial_every_step(setting, lr):
 
 @pytest.mark.parametrize("setting", [Online, Stochastic])
 def test_fused_equals_plain_torch_loop(setting, plain_loop):
-    hyper = Hyper(lr=1e-2)
-    runs = [FusedRun("adam", hyper), FusedRun("amsgrad", hyper)]
+    runs = [FusedRun.of("adam", lr=1e-2), FusedRun.of("amsgrad", lr=1e-2)]
     x_fused, avg_fused = fused_every_step(setting(), runs, STEPS)
     for k, amsgrad in enumerate([False, True]):
-        make = functools.partial(torch.optim.Adam, lr=hyper.lr, betas=hyper.betas, eps=hyper.eps, amsgrad=amsgrad)
+        make = functools.partial(torch.optim.Adam, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, amsgrad=amsgrad)
         x_ref, avg_ref = plain_loop(setting(), make, STEPS)
         assert np.max(np.abs(x_fused[k] - x_ref)) <= 1e-6
         assert np.max(np.abs(avg_fused[k] - avg_ref)) <= 1e-6
 
 
 def test_window_and_log_interval_do_not_change_the_trajectory():
-    runs = [FusedRun("adam", Hyper(lr=1e-2)), FusedRun("amsgrad", Hyper(lr=1e-2))]
+    runs = [FusedRun.of("adam", lr=1e-2), FusedRun.of("amsgrad", lr=1e-2)]
     steps = 50_000
     ref_x, ref_r = fused_every_step(Stochastic(seed=4), runs, steps)
     for window, log_every in [(1 << 16, 1000), (777, 10), (5000, 1), (1, 997)]:
@@ -93,23 +90,22 @@ def test_window_and_log_interval_do_not_change_the_trajectory():
 def test_many_runs_at_once_equal_runs_one_by_one():
     problems = [Stochastic(seed=0), Stochastic(seed=1), Online()]
     runs = [
-        FusedRun(opt, Hyper(lr=lr, betas=betas), problem=i)
-        for opt in ("adam", "amsgrad")
+        FusedRun.of(opt, problem=i, lr=lr, beta1=b1, beta2=b2)
+        for opt in ("adam", "amsgrad", "sgd", "nadam", "amsgrad-paper", "adamnc")
         for lr in (1e-3, 3e-2)
-        for betas in ((0.9, 0.99), (0.0, 0.999))
+        for b1, b2 in ((0.9, 0.99), (0.0, 0.999))
         for i in range(3)
     ]
     together = simulate(problems, runs, 30_000, log_every=1000)
     for k, run in enumerate(runs):
-        alone = simulate([problems[run.problem]], [FusedRun(run.optimizer, run.hyper)], 30_000, log_every=1000)
+        alone = simulate([problems[run.problem]], [FusedRun(run.choice)], 30_000, log_every=1000)
         assert alone.x[0] == together.x[k]
         assert alone.average_regret[0] == together.average_regret[k]
 
 
 def test_paper_length_behaviour():
     """lr 1e-3, β (0.9, 0.99), 10 M steps: the paper's Figure 1 outcome. (About a second with the fused engine.)"""
-    hyper = Hyper(lr=1e-3, betas=(0.9, 0.99))
-    runs = [FusedRun("adam", hyper), FusedRun("amsgrad", hyper)]
+    runs = [FusedRun.of("adam"), FusedRun.of("amsgrad")]
     online = simulate([Online()], runs, 10_000_000, log_every=1_000_000)
     assert online.x[0] > 0.99 and online.x[1] < -0.99
     assert online.average_regret[0] > 0.19 and online.average_regret[1] < 0.05
@@ -118,7 +114,7 @@ def test_paper_length_behaviour():
 
 
 def test_peak_memory_does_not_grow_with_steps():
-    runs = [FusedRun("adam"), FusedRun("amsgrad")]
+    runs = [FusedRun.of("adam"), FusedRun.of("amsgrad")]
     simulate([Stochastic()], runs, 10)  # compile / load outside the measurement
 
     def peak(steps):
@@ -149,7 +145,7 @@ def test_ctrl_c_stops_at_a_window_boundary_and_reports_it():
 
     result = simulate(
         [Online()],
-        [FusedRun("adam")],
+        [FusedRun.of("adam")],
         1_000_000,
         log_every=300,
         on_log=lambda ts, x, r: logged.append((ts.copy(), x.copy(), r.copy())),
@@ -166,4 +162,4 @@ def test_ctrl_c_stops_at_a_window_boundary_and_reports_it():
 
 def test_unknown_fused_optimizer_is_a_value_error():
     with pytest.raises(ValueError, match="fused engine has no optimizer"):
-        FusedRun("torch.optim.SGD")
+        FusedRun.of("torch.optim.SGD")
