@@ -35,7 +35,7 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 from . import __version__
-from .optimizers import Choice, parse_spec, resolve
+from .optimizers import KEYS, Choice, parse_spec, resolve
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
 
 
@@ -210,6 +210,9 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    for key, value in o.items():  # invocation-wide values are checked even if no chosen optimizer takes them
+        if value is not None and key in KEYS and not KEYS[key][1](value):
+            raise UsageError(f"--{key.replace('_', '-')} must be {KEYS[key][2]}, got {value!r}")
     if cfg.run_name is not None and (not cfg.run_name or os.sep in cfg.run_name or cfg.run_name in (".", "..")):
         raise UsageError(f"--run-name must be a plain directory name, got {cfg.run_name!r}")
     warnings = []
@@ -440,12 +443,14 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
     return path
 
 
-def run(cfg: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> dict:
+def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> dict:
     """Validate, run everything with the chosen engine, write events and summary.json, print a table.
 
     Raises :class:`UsageError` (nothing written) on bad input. Returns the summary dict; its ``interrupted``
-    field is true if Ctrl-C stopped the run.
+    field is true if Ctrl-C stopped the run. ``out``/``err`` default to the current sys.stdout/stderr.
     """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     problem, runs, warnings = validate(cfg)
     engine, why = choose_engine(cfg.engine, runs)
     run_dir = prepare_run_dir(cfg)
@@ -463,7 +468,11 @@ def run(cfg: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> dict
     print(f"  x* = {x_star:+g} (average slope {problem.mean_slope:+.6g}); writing to {run_dir}", file=out)
     theorem = cfg.problem.theorem_betas()
     if theorem is not None:
-        print(f"  {cfg.problem.preset} assumes β1 = {theorem[0]:g}, β2 = 1/(1+C²) = {theorem[1]:.6g}", file=out)
+        given = "beta1" in cfg.overrides or "beta2" in cfg.overrides
+        used = "you set --betas instead" if given else "used for every optimizer with β's unless --betas says otherwise"
+        print(
+            f"  {cfg.problem.preset} assumes β1 = {theorem[0]:g}, β2 = 1/(1+C²) = {theorem[1]:.6g} ({used})", file=out
+        )
     elif cfg.problem.preset != "paper":
         print(f"  {cfg.problem.preset} holds for any β1 < √β2", file=out)
     print(f"  engine: {engine} ({why})", file=out)
