@@ -6,6 +6,8 @@ Usage::
     python -m amsgrad_repro stochastic --seed 3 --optimizers adam amsgrad torch.optim.SGD
     python -m amsgrad_repro online --help          # every flag with its default
     python -m amsgrad_repro bench                  # Trial vs fused engine, steps per second
+    python -m amsgrad_repro plot logs/online/RUN logs/stochastic/RUN     # Figure 1 as PNG and SVG
+    python -m amsgrad_repro phase                  # heat maps over a (β1, β2) grid
 
 Bad input prints one line on stderr and exits with status 2; nothing is written. Ctrl-C exits with 130 after
 writing what was done.
@@ -195,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     text = "time the Trial path against the fused engine (steps/s and their ratio)"
     bench.add_arguments(sub.add_parser("bench", help=text, description=text, formatter_class=_Formatter))
+    from . import plot
+
+    text = "figures (PNG, SVG) from run directories: the paper's Figure 1 from an online and a stochastic run"
+    plot.add_arguments(sub.add_parser("plot", help=text, description=text, formatter_class=_Formatter))
+    from . import phase
+
+    text = "heat maps of final x and R_T/T over a (β1, β2) grid: where Adam fails on a fixed problem"
+    phase.add_arguments(sub.add_parser("phase", help=text, description=text, formatter_class=_Formatter))
     return parser
 
 
@@ -250,6 +260,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import bench
 
         return bench.run(args)
+    if args.command == "phase":
+        from . import phase
+
+        try:
+            return phase.run(args)
+        except UsageError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+    if args.command == "plot":
+        from . import plot
+
+        try:
+            return plot.run(args)
+        except plot.PlotError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
     try:
         summary = run(config_from_args(args))
     except UsageError as e:

@@ -214,7 +214,7 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
         if value is not None and key in KEYS and not KEYS[key][1](value):
             raise UsageError(f"--{key.replace('_', '-')} must be {KEYS[key][2]}, got {value!r}")
     if cfg.run_name is not None and (not cfg.run_name or os.sep in cfg.run_name or cfg.run_name in (".", "..")):
-        raise UsageError(f"--run-name must be a plain directory name, got {cfg.run_name!r}")
+        raise UsageError(f"--run-name must be a plain directory name, got {cfg.run_name!r}")  # before any write
     warnings = []
     try:
         problem = cfg.problem.make()
@@ -243,20 +243,26 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
 
 
 def prepare_run_dir(cfg: Config) -> Path:
-    """Create ``<logdir>/<setting>/<run-name>``. A default (timestamp) name gets a ``-2``, ``-3``… suffix if
-    taken; an explicit name that exists is an error unless ``overwrite``."""
-    base = Path(cfg.logdir) / cfg.problem.setting
-    if cfg.run_name is None:
+    """Create ``<logdir>/<setting>/<run-name>`` (see :func:`make_run_dir`)."""
+    return make_run_dir(Path(cfg.logdir) / cfg.problem.setting, cfg.run_name, cfg.overwrite, cfg.logdir)
+
+
+def make_run_dir(base: Path, run_name: str | None, overwrite: bool, logdir: str) -> Path:
+    """Create ``base/<run-name>``. A default (timestamp) name gets a ``-2``, ``-3``… suffix if taken; an
+    explicit name that exists is a :class:`UsageError` unless ``overwrite`` (then it is replaced)."""
+    if run_name is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name, k = stamp, 1
         while (base / name).exists():
             k += 1
             name = f"{stamp}-{k}"
     else:
-        name = cfg.run_name
+        if not run_name or os.sep in run_name or run_name in (".", ".."):
+            raise UsageError(f"--run-name must be a plain directory name, got {run_name!r}")
+        name = run_name
     run_dir = base / name
     if run_dir.exists() or run_dir.is_symlink():
-        if not cfg.overwrite:
+        if not overwrite:
             raise UsageError(f"run directory {run_dir} already exists: pick another --run-name or pass --overwrite")
         try:
             shutil.rmtree(run_dir) if run_dir.is_dir() and not run_dir.is_symlink() else run_dir.unlink()
@@ -268,7 +274,7 @@ def prepare_run_dir(cfg: Config) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"cannot write to --logdir {cfg.logdir}: {e.strerror or e}") from None
+        raise UsageError(f"cannot write to --logdir {logdir}: {e.strerror or e}") from None
     return run_dir
 
 

@@ -121,6 +121,8 @@ class FusedResult:
     average_regret: np.ndarray
     steps_done: int
     interrupted: bool = False
+    #: Ctrl-C arrived, possibly during the last window (then the run finished, but the caller should stop)
+    stop_requested: bool = False
 
 
 @numba.njit(inline="always")
@@ -369,4 +371,6 @@ def simulate(
         # report the last completed step, so what is logged ends where the run stopped
         on_log(np.array([done]), x[:, None].copy(), (regret / done)[:, None])
     average = regret / done if done else np.full(n_runs, np.nan)
-    return FusedResult(x=x.copy(), average_regret=average, steps_done=done, interrupted=interrupted)
+    return FusedResult(
+        x=x.copy(), average_regret=average, steps_done=done, interrupted=interrupted, stop_requested=sigint.hit
+    )

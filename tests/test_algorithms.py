@@ -309,8 +309,23 @@ def test_bad_hyperparameter_at_the_cli_is_exit_2(tmp_path, capsys, argv):
 
 
 def test_beta_condition_warning_and_theorem_print(tmp_path, capsys):
-    code = main(["online", "--preset", "theorem2", "--C", "11", "--betas", "0.99", "0.9", "--steps", "100",
-                 "--logdir", str(tmp_path), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "online",
+            "--preset",
+            "theorem2",
+            "--C",
+            "11",
+            "--betas",
+            "0.99",
+            "0.9",
+            "--steps",
+            "100",
+            "--logdir",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "warning: adam has β1 = 0.99 ≥ √β2" in captured.err

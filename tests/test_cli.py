@@ -42,8 +42,22 @@ def test_end_to_end_events_and_summary(tmp_path, setting, engine, run_cli, read_
 
 def test_engines_agree_through_the_cli(tmp_path, read_summary):
     for engine in ("fused", "trial"):
-        code = main(["online", "--steps", "3000", "--logdir", str(tmp_path), "--run-name", engine,
-                     "--engine", engine, "--no-progress", "--lr", "0.01"])  # fmt: skip
+        code = main(
+            [
+                "online",
+                "--steps",
+                "3000",
+                "--logdir",
+                str(tmp_path),
+                "--run-name",
+                engine,
+                "--engine",
+                engine,
+                "--no-progress",
+                "--lr",
+                "0.01",
+            ]
+        )
         assert code == 0
     fused, trial = read_summary(tmp_path / "online/fused"), read_summary(tmp_path / "online/trial")
     for a, b in zip(fused["runs"], trial["runs"], strict=True):
@@ -126,16 +140,36 @@ def test_help_gives_every_default(setting):
     proc = subprocess.run([sys.executable, "-m", "amsgrad_repro", setting, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    expected = [("--steps", "10000000"), ("--lr", "each optimizer's own, 0.001"), ("--betas", "0.9 0.99"),
-                ("--eps", "each optimizer's own"), ("--optimizers", "adam amsgrad"), ("--preset", "paper"),
-                ("--log-every", "1000"), ("--logdir", "logs"), ("--engine", "auto"), ("--x0", "0.0")]  # fmt: skip
+    expected = [
+        ("--steps", "10000000"),
+        ("--lr", "each optimizer's own, 0.001"),
+        ("--betas", "0.9 0.99"),
+        ("--eps", "each optimizer's own"),
+        ("--optimizers", "adam amsgrad"),
+        ("--preset", "paper"),
+        ("--log-every", "1000"),
+        ("--logdir", "logs"),
+        ("--engine", "auto"),
+        ("--x0", "0.0"),
+    ]
     if setting == "stochastic":
         expected.append(("--seed", "0"))
     for flag, default in expected:
         assert flag in text
         assert f"(default: {default}" in text, flag
-    for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adamax", "nadam", "amsgrad-paper",
-                 "amsgrad-pytorch", "amsgrad-corrected", "adamnc"):  # fmt: skip
+    for name in (
+        "sgd",
+        "momentum",
+        "nesterov",
+        "adagrad",
+        "rmsprop",
+        "adamax",
+        "nadam",
+        "amsgrad-paper",
+        "amsgrad-pytorch",
+        "amsgrad-corrected",
+        "adamnc",
+    ):
         assert name in text
 
 

@@ -1,0 +1,255 @@
+"""``python -m amsgrad_repro phase``: where in (β1, β2) does Adam fail on a given problem?
+
+Usage::
+
+    python -m amsgrad_repro phase                                  # Adam, online paper problem, 50 × 50, 1 M steps
+    python -m amsgrad_repro phase --setting stochastic --optimizers adam amsgrad
+    python -m amsgrad_repro phase --preset theorem1 --beta1 0 0.9 10 --beta2 0.05 0.999 40 --lr 1e-2
+
+The paper's counterexamples fix (β1, β2) first and then pick a problem; Zhang et al. (2022) point out that for a
+*fixed* problem Adam converges once β2 is large enough. This command runs a grid of (β1, β2) on one problem,
+every cell a fused-engine run, and writes for each optimizer a heat map of the final x and of R_T/T, with the
+curve β1 = √β2 (Theorems 2-4 assume β1 < √β2, below it) and the paper's (0.9, 0.99) marked.
+
+β1 is spaced evenly on [LO, HI]; β2 is spaced evenly in log(1 − β2), so 0.9, 0.99, 0.999 are equally far
+apart. Output, in ``<logdir>/phase/<setting>/<run-name>/``: ``phase.csv`` (one row per cell), ``phase.json``
+(the configuration and timing) and ``phase_<optimizer>.png`` (and ``.svg``). Ctrl-C keeps the cells finished so
+far; the others are written as not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import __version__
+from .experiment import ProblemConfig, UsageError, make_run_dir
+from .fused import FusedRun, simulate
+from .optimizers import resolve
+from .problems import PRESETS
+
+#: runs per fused call: enough to keep both cores busy, few enough that Ctrl-C loses little
+BATCH = 256
+
+
+def beta1_grid(lo: float, hi: float, n: int) -> np.ndarray:
+    return np.linspace(lo, hi, n) if n > 1 else np.array([lo])
+
+
+def beta2_grid(lo: float, hi: float, n: int) -> np.ndarray:
+    """n values from lo to hi, evenly spaced in log(1 − β2)."""
+    if n == 1:
+        return np.array([lo])
+    return 1.0 - np.geomspace(1.0 - lo, 1.0 - hi, n)
+
+
+def run_grid(
+    problem_cfg: ProblemConfig,
+    specs: list[str],
+    beta1s: np.ndarray,
+    beta2s: np.ndarray,
+    steps: int,
+    overrides: dict | None = None,
+    bar=None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(final x, R_T/T, interrupted): arrays of shape (optimizers, len(beta1s), len(beta2s)), NaN where a cell
+    did not finish. Cells run in batches of :data:`BATCH` through :func:`simulate`."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
+    problem = problem_cfg.make()
+    cells = [(k, i, j) for k in range(len(specs)) for i in range(len(beta1s)) for j in range(len(beta2s))]
+    shape = (len(specs), len(beta1s), len(beta2s))
+    final_x, regret = np.full(shape, np.nan), np.full(shape, np.nan)
+    interrupted = False
+    try:
+        for start in range(0, len(cells), BATCH):
+            batch = cells[start : start + BATCH]
+            runs = [
+                FusedRun(resolve(specs[k], overrides | {"beta1": float(beta1s[i]), "beta2": float(beta2s[j])}))
+                for k, i, j in batch
+            ]
+            on_window = None if bar is None else _advance(bar, len(runs))
+            result = simulate([problem], runs, steps, log_every=steps, on_window=on_window)
+            if result.interrupted:  # Ctrl-C inside the batch: its cells are not finished
+                interrupted = True
+                break
+            for (k, i, j), x, r in zip(batch, result.x, result.average_regret, strict=True):
+                final_x[k, i, j], regret[k, i, j] = x, r
+            if result.stop_requested:  # Ctrl-C in the batch's last window: keep it, start no other
+                interrupted = True
+                break
+    except KeyboardInterrupt:  # Ctrl-C between batches
+        interrupted = True
+    return final_x, regret, interrupted
+
+
+def _advance(bar, runs: int):
+    """on_window callback: a window of n steps advances the bar by n × runs run-steps."""
+    return lambda n: bar.update(n * runs)
+
+
+def _edges_linear(values: np.ndarray) -> np.ndarray:
+    if len(values) == 1:
+        return np.array([values[0] - 0.5, values[0] + 0.5])
+    mid = (values[1:] + values[:-1]) / 2
+    return np.concatenate([[2 * values[0] - mid[0]], mid, [2 * values[-1] - mid[-1]]])
+
+
+def heat_map_figure(spec: str, beta1s, beta2s, final_x, regret, title: str):
+    """Two panels (final x, R_T/T) over (1 − β2 on a log axis, β1), with β1 = √β2 and (0.9, 0.99) marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
+    u = 1.0 - beta2s  # x axis: 1 − β2, log scale, inverted so that β2 grows to the right
+    log_u = np.log10(u)
+    u_edges = 10 ** _edges_linear(log_u) if len(u) > 1 else np.array([u[0] * 2, u[0] / 2])
+    b1_edges = _edges_linear(beta1s)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    panels = [
+        (final_x, "final x", "RdBu_r", Normalize(-1, 1)),
+        (regret, "R_T / T", "viridis", None),
+    ]
+    for ax, (values, label, cmap, norm) in zip(axes, panels, strict=True):
+        mesh = ax.pcolormesh(u_edges, b1_edges, values, cmap=cmap, norm=norm, shading="flat")
+        fig.colorbar(mesh, ax=ax, label=label)
+        ax.set_xscale("log")
+        ax.set_xlim(u_edges.max(), u_edges.min())
+        ax.set_ylim(b1_edges.min(), b1_edges.max())
+        curve_u = np.geomspace(u_edges.min(), min(u_edges.max(), 1.0), 400)
+        ax.plot(curve_u, np.sqrt(1.0 - curve_u), "k--", linewidth=1.2, label="β1 = √β2")
+        ax.plot([0.01], [0.9], marker="*", markersize=14, color="gold", markeredgecolor="k", linestyle="none",
+                label="paper: (0.9, 0.99)")  # fmt: skip
+        ticks = [t for t in (0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999) if u_edges.min() <= 1 - t <= u_edges.max()]
+        ax.set_xticks([1 - t for t in ticks])
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("β2  (spaced by log(1 − β2))")
+        ax.set_ylabel("β1")
+        ax.set_title(f"{label}")
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import _count
+
+    p.add_argument("--setting", choices=["online", "stochastic"], default="online", help="which problem")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper", help="member of the counterexample family")
+    p.add_argument("--C", dest="c", type=float, default=None, help="the theorems' C (presets theorem1-3)")
+    p.add_argument("--delta", type=float, default=None, help="Theorem 3's δ (preset theorem3)")
+    p.add_argument("--seed", type=_count, default=0, help="stochastic stream seed")
+    p.add_argument(
+        "--optimizers", nargs="+", default=["adam"], metavar="SPEC", help="fused optimizers with β's (one map each)"
+    )
+    p.add_argument("--steps", type=_count, default=1_000_000, help="steps T per cell")
+    p.add_argument("--lr", type=float, default=None, help="step size for every optimizer (default: 0.001)")
+    p.add_argument("--eps", type=float, default=None, help="ε (default: each optimizer's own)")
+    p.add_argument(
+        "--beta1", type=float, nargs=3, default=[0.0, 0.99, 50], metavar=("LO", "HI", "N"), help="β1 grid (linear)"
+    )
+    p.add_argument(
+        "--beta2", type=float, nargs=3, default=[0.5, 0.9999, 50], metavar=("LO", "HI", "N"), help="β2 grid (log 1−β2)"
+    )
+    p.add_argument("--logdir", default="logs", help="output goes to LOGDIR/phase/SETTING/RUN_NAME")
+    p.add_argument("--run-name", default=None, help="output directory name (default: a timestamp)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.ndarray, np.ndarray]:
+    for flag, (lo, hi, n) in (("--beta1", args.beta1), ("--beta2", args.beta2)):
+        if not (0 <= lo <= hi < 1) or n < 1 or not float(n).is_integer():
+            raise UsageError(f"{flag} needs 0 <= LO <= HI < 1 and a whole N >= 1, got {lo:g} {hi:g} {n:g}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be a positive integer, got {args.steps}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if args.eps is not None and not (math.isfinite(args.eps) and args.eps >= 0):
+        raise UsageError(f"--eps must be >= 0, got {args.eps}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if len(set(args.optimizers)) != len(args.optimizers) or any("/" in s for s in args.optimizers):
+        raise UsageError(f"--optimizers must be distinct specs without '/', got {args.optimizers}")
+    problem = ProblemConfig(setting=args.setting, preset=args.preset, c=args.c, delta=args.delta, seed=args.seed)
+    try:
+        problem.make()
+        for spec in args.optimizers:
+            choice = resolve(spec, {"lr": args.lr, "eps": args.eps})
+            if not choice.fused or "beta1" not in choice.hp or "beta2" not in choice.hp:
+                raise ValueError(f"{spec}: the phase diagram needs a fused optimizer with β1 and β2")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    b1 = beta1_grid(args.beta1[0], args.beta1[1], int(args.beta1[2]))
+    b2 = beta2_grid(args.beta2[0], args.beta2[1], int(args.beta2[2]))
+    return problem, list(args.optimizers), b1, b2
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
+    problem_cfg, specs, b1, b2 = _validate(args)
+    out = make_run_dir(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
+    problem = problem_cfg.make()
+    cells = len(specs) * len(b1) * len(b2)
+    print(
+        f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
+        f"{args.steps:,} steps each; x* = {problem.x_star:+g}; writing to {out}"
+    )
+    sys.stdout.flush()
+    start = time.perf_counter()
+    with tqdm(
+        total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
+    ) as bar:
+        final_x, regret, interrupted = run_grid(
+            problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar
+        )
+    elapsed = time.perf_counter() - start
+    done = int(np.isfinite(final_x).sum())
+
+    with open(out / "phase.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["optimizer", "beta1", "beta2", "final_x", "average_regret", "status"])
+        for k, spec in enumerate(specs):
+            for i, beta1 in enumerate(b1):
+                for j, beta2 in enumerate(b2):
+                    ok = bool(np.isfinite(final_x[k, i, j]))
+                    row = [f"{final_x[k, i, j]:.9g}", f"{regret[k, i, j]:.9g}"] if ok else ["", ""]
+                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, "done" if ok else "not run"])
+    meta = {
+        "problem": problem_cfg.describe() | {"x_star": problem.x_star},
+        "optimizers": specs,
+        "overrides": {k: v for k, v in {"lr": args.lr, "eps": args.eps}.items() if v is not None},
+        "steps": args.steps,
+        "beta1": b1.tolist(),
+        "beta2": b2.tolist(),
+        "cells": cells,
+        "cells_done": done,
+        "interrupted": interrupted,
+        "elapsed_seconds": elapsed,
+        "version": __version__,
+    }
+    (out / "phase.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for k, spec in enumerate(specs):
+        title = f"{spec} on {args.setting}/{args.preset}, {args.steps:,} steps, x* = {problem.x_star:+g}"
+        fig = heat_map_figure(spec, b1, b2, final_x[k], regret[k], title)
+        stem = out / f"phase_{spec.replace(',', '_').replace('=', '-')}"
+        fig.savefig(stem.with_suffix(".png"), dpi=110)
+        fig.savefig(stem.with_suffix(".svg"))
+        plt.close(fig)
+        fails = np.nanmean(final_x[k] > 0.5) if done else float("nan")
+        print(f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells")
+    verdict = f"interrupted: {done} of {cells} cells finished" if interrupted else f"{cells} cells"
+    print(f"{verdict} in {elapsed:.1f} s; wrote {out}/phase.csv, phase.json and the heat maps")
+    return 130 if interrupted else 0

@@ -1,0 +1,204 @@
+"""``python -m amsgrad_repro plot RUN_DIR…``: figures from the TensorBoard events of finished runs.
+
+Usage::
+
+    python -m amsgrad_repro plot logs/online/paper logs/stochastic/paper     # the paper's Figure 1
+    python -m amsgrad_repro plot logs/stochastic/sweep --out sweep            # one setting: R_t/t and x_t
+    python -m amsgrad_repro plot logs/online/zoo --xscale linear
+
+Each RUN_DIR is a run directory written by ``online`` or ``stochastic`` (it holds summary.json and one
+TensorBoard run per optimizer, lr and seed). The events are read with TensorBoard's own reader.
+
+- Given one online and one stochastic run directory, the figure has Figure 1's three panels: online R_t/t,
+  online x_t, stochastic x_t. Otherwise it has two panels (R_t/t, x_t) for each run directory.
+- Runs that differ only by seed are drawn as their mean with a ±1 standard deviation band.
+- By default t is log-scaled in the R_t/t panels (R_t/t starts at hundreds and decays like 1/t, so a linear
+  t-axis hides everything but the first steps) and linear in the x_t panels, as in the paper.
+- The figure is written as PNG and SVG, by default as ``<first run dir>/figure.png`` and ``.svg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: legend names: optimizer and variant
+DISPLAY = {
+    "sgd": "SGD",
+    "momentum": "SGD + momentum",
+    "nesterov": "SGD + Nesterov momentum",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "adam": "Adam",
+    "adamax": "Adamax",
+    "nadam": "NAdam",
+    "amsgrad": "AMSGrad (PyTorch variant)",
+    "amsgrad-pytorch": "AMSGrad (PyTorch variant)",
+    "amsgrad-paper": "AMSGrad (paper, Alg. 2)",
+    "amsgrad-corrected": "AMSGrad (corrected-max variant)",
+    "adamnc": "AdamNC",
+}
+
+_SEED = re.compile(r"^seed=(\d+)$")
+
+
+class PlotError(ValueError):
+    """A run directory that cannot be plotted (missing, empty, no events): one line, exit status 2."""
+
+
+@dataclass
+class Series:
+    """One curve: a label, its steps, mean and standard deviation across seeds (std is None for one seed)."""
+
+    label: str
+    steps: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray | None
+    seeds: int
+
+
+def display_name(run: str) -> str:
+    """``"amsgrad-paper,lr_schedule=sqrt/lr=0.01"`` → ``"AMSGrad (paper, Alg. 2), lr_schedule=sqrt, lr=0.01"``."""
+    parts = run.split("/")
+    name, *options = parts[0].split(",")
+    pretty = DISPLAY.get(name, name)
+    return ", ".join([pretty, *options, *parts[1:]])
+
+
+def _read_run(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        out[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events], dtype=np.float64))
+    return out
+
+
+def load_run_dir(run_dir: Path) -> tuple[str, dict[str, list[Series]]]:
+    """(setting, {tag: [Series per optimizer/lr, seeds averaged]}) for one run directory."""
+    if not run_dir.is_dir():
+        raise PlotError(f"{run_dir} is not a directory")
+    event_dirs = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
+    if not event_dirs:
+        raise PlotError(f"{run_dir} holds no TensorBoard events (is it a run directory?)")
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        setting = json.loads(summary_path.read_text()).get("setting", run_dir.parent.name)
+    else:
+        setting = run_dir.parent.name
+    groups: dict[str, list[dict]] = {}
+    for d in event_dirs:
+        rel = d.relative_to(run_dir).parts
+        key = "/".join(p for p in rel if not _SEED.match(p)) or d.name
+        groups.setdefault(key, []).append(_read_run(d))
+    series: dict[str, list[Series]] = {"average_regret": [], "x": []}
+    for key, runs in groups.items():
+        for tag in series:
+            curves = [r[tag] for r in runs if tag in r]
+            if not curves:
+                continue
+            n = min(len(c[0]) for c in curves)  # an interrupted seed may be shorter
+            steps = curves[0][0][:n]
+            values = np.stack([c[1][:n] for c in curves])
+            std = values.std(axis=0, ddof=1) if len(curves) > 1 else None
+            series[tag].append(Series(display_name(key), steps, values.mean(axis=0), std, len(curves)))
+    if not any(series.values()):
+        raise PlotError(f"{run_dir} has events but no x or average_regret scalars")
+    return setting, series
+
+
+def _draw(ax, series: list[Series], ylabel: str, title: str, xscale: str) -> None:
+    for s in series:
+        label = s.label if s.seeds == 1 else f"{s.label} (mean ± sd, {s.seeds} seeds)"
+        (line,) = ax.plot(s.steps, s.mean, label=label, linewidth=1.2)
+        if s.std is not None:
+            ax.fill_between(s.steps, s.mean - s.std, s.mean + s.std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xscale(xscale)
+    ax.set_xlabel("t")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if ylabel == "R_t / t" and series:
+        # skip the first 1% of t, where R_t/t is in the hundreds
+        tail = [s.mean[s.steps >= s.steps[-1] / 100] for s in series]
+        values = np.concatenate([v for v in tail if v.size])
+        if values.size and np.all(np.isfinite(values)):
+            lo, hi = float(values.min()), float(values.max())
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.set_ylim(min(0.0, lo - pad), hi + pad)
+
+
+def make_figure(run_dirs: list[Path], xscale: str = "auto"):
+    """The matplotlib Figure for these run directories (see the module docstring for the layout)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not run_dirs:
+        raise PlotError("give at least one run directory")
+    loaded = [(d, *load_run_dir(d)) for d in run_dirs]
+    settings = [setting for _, setting, _ in loaded]
+    panels = []  # (series, ylabel, title, kind)
+    if len(loaded) == 2 and sorted(settings) == ["online", "stochastic"]:
+        online = next(s for _, setting, s in loaded if setting == "online")
+        stochastic = next(s for _, setting, s in loaded if setting == "stochastic")
+        panels = [
+            (online["average_regret"], "R_t / t", "online: R_t / t", "regret"),
+            (online["x"], "x_t", "online: x_t", "x"),
+            (stochastic["x"], "x_t", "stochastic: x_t", "x"),
+        ]
+    else:
+        for d, setting, series in loaded:
+            panels.append((series["average_regret"], "R_t / t", f"{setting} ({d.name}): R_t / t", "regret"))
+            panels.append((series["x"], "x_t", f"{setting} ({d.name}): x_t", "x"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, (series, ylabel, title, kind) in zip(axes[0], panels, strict=True):
+        scale = xscale if xscale != "auto" else ("log" if kind == "regret" else "linear")
+        _draw(ax, series, ylabel, title, scale)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
+    rows = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * rows, 1, 1))
+    return fig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (LOGDIR/SETTING/NAME)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output path without extension (default: FIRST_RUN_DIR/figure)"
+    )
+    p.add_argument(
+        "--xscale", choices=["auto", "linear", "log"], default="auto", help="t axis (auto: log for R_t/t only)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
+    fig = make_figure(args.run_dirs, args.xscale)
+    out = args.out if args.out is not None else args.run_dirs[0] / "figure"
+    out = out.with_suffix("") if out.suffix in (".png", ".svg") else out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out.with_suffix(".png"), dpi=130)
+        fig.savefig(out.with_suffix(".svg"))
+    except OSError as e:
+        raise PlotError(f"cannot write {out}.png: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.svg')}")
+    return 0
