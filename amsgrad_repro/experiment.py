@@ -485,7 +485,11 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     for warning in warnings:
         print(warning, file=err)
     if engine == "trial":
-        per_step = estimate_trial_seconds_per_step(cfg.problem, runs[0].choice)
+        try:
+            per_step = estimate_trial_seconds_per_step(cfg.problem, runs[0].choice)
+        except KeyboardInterrupt:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing has run: leave nothing behind
+            raise
         total = per_step * cfg.steps * len(runs)
         print(
             f"  estimated time: {_fmt_duration(total)} ({per_step * 1e6:.0f} µs/step measured just now "

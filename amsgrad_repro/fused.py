@@ -176,6 +176,10 @@ def _window(
         one_minus_alpha = np.float32(1.0 - fp[r, F_ALPHA])
         lof, hif = np.float32(lo[r]), np.float32(hi[r])
         xs = x_star[r]
+        # per-run constants, hoisted out of the time loop (used when the schedules are constant)
+        w1 = np.float32(1.0 - b1)
+        b2f = np.float32(b2)
+        c2f = np.float32(1.0 - b2)
         xr, mr, vr, vmr, ax, reg, done = x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r]
         k = 0
         for i in range(n):
@@ -199,8 +203,8 @@ def _window(
                 vr = _fma(np.float32(one_minus_alpha * g), g, np.float32(vr * alphaf))
                 xr = xr + np.float32(np.float32(-a) * g) / np.float32(np.float32(np.sqrt(vr)) + epsf)
             elif kind == K_ADAMAX:
-                mr = _lerp(mr, g, np.float32(1.0 - b1))
-                vr = max(np.float32(vr * np.float32(b2)), np.float32(abs(g) + epsf))
+                mr = _lerp(mr, g, w1)
+                vr = max(np.float32(vr * b2f), np.float32(abs(g) + epsf))
                 clr = a / (1.0 - b1**tf)
                 xr = xr + np.float32(np.float32(-clr) * mr) / vr
             elif kind == K_NADAM:
@@ -208,8 +212,8 @@ def _window(
                 mu = b1 * (1.0 - 0.5 * (0.96 ** (tf * psi)))
                 mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((tf + 1.0) * psi)))
                 ax = np.float64(np.float32(np.float32(ax) * np.float32(mu)))  # float32 state tensor *= μ
-                mr = _lerp(mr, g, np.float32(1.0 - b1))
-                vr = _fma(np.float32(np.float32(1.0 - b2) * g), g, np.float32(vr * np.float32(b2)))
+                mr = _lerp(mr, g, w1)
+                vr = _fma(np.float32(c2f * g), g, np.float32(vr * b2f))
                 denom = np.float32(np.float32(np.sqrt(np.float32(vr / np.float32(bc2)))) + epsf)
                 mu_product_next = ax * mu_next
                 xr = xr + np.float32(np.float32(-a * (1.0 - mu) / (1.0 - ax)) * g) / denom
@@ -217,14 +221,17 @@ def _window(
             else:  # K_ADAM: Adam, the three AMSGrads, AdamNC (amsgrad_repro.algorithms._update)
                 lr_t = a if lrs == 0 else a / np.sqrt(tf)
                 if b1s == 0:
-                    b1t = b1
-                elif b1s == 1:
-                    b1t = b1 * lam ** (tf - 1.0)
+                    b1t, w = b1, w1
                 else:
-                    b1t = b1 / tf
-                b2t = b2 if b2s == 0 else 1.0 - 1.0 / tf
-                mr = _lerp(mr, g, np.float32(1.0 - b1t))  # m_t = β1t·m + (1 − β1t)·g
-                vr = _fma(np.float32(np.float32(1.0 - b2t) * g), g, np.float32(vr * np.float32(b2t)))
+                    b1t = b1 * lam ** (tf - 1.0) if b1s == 1 else b1 / tf
+                    w = np.float32(1.0 - b1t)
+                if b2s == 0:
+                    b2t, b2tf, c2tf = b2, b2f, c2f
+                else:
+                    b2t = 1.0 - 1.0 / tf
+                    b2tf, c2tf = np.float32(b2t), np.float32(1.0 - b2t)
+                mr = _lerp(mr, g, w)  # m_t = β1t·m + (1 − β1t)·g
+                vr = _fma(np.float32(c2tf * g), g, np.float32(vr * b2tf))  # v_t = β2t·v + (1 − β2t)·g²
                 if bias:
                     if done:
                         step, bc2 = lr_t, 1.0

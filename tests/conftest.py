@@ -42,6 +42,28 @@ def plain_loop():
     return _plain_loop
 
 
+def _trial_trajectory(problem, optimizer, steps: int):
+    """Run ``build_trial`` and keep the metrics of every step: (x_{t+1} as float32, R_t/t)."""
+    import torchbearer
+
+    from amsgrad_repro.trial import build_trial
+
+    xs, avg = [], []
+
+    class Recorder(torchbearer.Callback):
+        def on_step_training(self, state):
+            xs.append(state[torchbearer.METRICS]["x"])
+            avg.append(state[torchbearer.METRICS]["average_regret"])
+
+    build_trial(problem, optimizer, steps, callbacks=[Recorder()]).run()
+    return np.array(xs, np.float32), np.array(avg)
+
+
+@pytest.fixture
+def trial_trajectory():
+    return _trial_trajectory
+
+
 @pytest.fixture
 def run_cli():
     """Run ``python -m amsgrad_repro ARGS`` in a subprocess; returns CompletedProcess (text)."""

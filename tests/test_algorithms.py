@@ -6,14 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torchbearer
 
 from amsgrad_repro.algorithms import AdamNC, AdaptiveMoment, AMSGrad
 from amsgrad_repro.cli import main
 from amsgrad_repro.fused import FusedRun, simulate
 from amsgrad_repro.optimizers import ZOO, resolve
 from amsgrad_repro.problems import PRESETS, Online, Stochastic
-from amsgrad_repro.trial import build_trial
 
 STEPS = 5000
 SETTINGS = [Online, functools.partial(Stochastic, seed=5)]
@@ -43,24 +41,9 @@ TORCH_TWINS = {
 }
 
 
-class Recorder(torchbearer.Callback):
-    def __init__(self):
-        self.x, self.avg = [], []
-
-    def on_step_training(self, state):
-        self.x.append(state[torchbearer.METRICS]["x"])
-        self.avg.append(state[torchbearer.METRICS]["average_regret"])
-
-
-def trial_trajectory(problem, optimizer, steps):
-    rec = Recorder()
-    build_trial(problem, optimizer, steps, callbacks=[rec]).run()
-    return np.array(rec.x, np.float32), np.array(rec.avg)
-
-
 @pytest.mark.parametrize("setting", SETTINGS, ids=SETTING_IDS)
 @pytest.mark.parametrize("name", list(TORCH_TWINS))
-def test_torch_backed_zoo_optimizer_equals_its_torch_class(setting, name, plain_loop):
+def test_torch_backed_zoo_optimizer_equals_its_torch_class(setting, name, plain_loop, trial_trajectory):
     choice = resolve(name, {"lr": 1e-2})
     ours, _ = trial_trajectory(setting(), choice.build, STEPS)
     ref, _ = plain_loop(setting(), TORCH_TWINS[name], STEPS)
@@ -193,7 +176,7 @@ FUSED_SPECS = [
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=SETTING_IDS)
-def test_every_fused_optimizer_equals_its_trial_twin(setting):
+def test_every_fused_optimizer_equals_its_trial_twin(setting, trial_trajectory):
     choices = [resolve(spec, {"lr": 1e-2}) for spec in FUSED_SPECS]
     xs, avg = [], []
 

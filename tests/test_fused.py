@@ -8,11 +8,9 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-import torchbearer
 
 from amsgrad_repro.fused import FusedRun, log_points, simulate
 from amsgrad_repro.problems import Online, Stochastic
-from amsgrad_repro.trial import build_trial
 
 STEPS = 20_000
 
@@ -29,26 +27,15 @@ def fused_every_step(problem, runs, steps):
     return np.concatenate(xs, axis=1), np.concatenate(avg, axis=1)
 
 
-class Recorder(torchbearer.Callback):
-    def __init__(self):
-        self.x, self.avg = [], []
-
-    def on_step_training(self, state):
-        self.x.append(state[torchbearer.METRICS]["x"])
-        self.avg.append(state[torchbearer.METRICS]["average_regret"])
-
-
 @pytest.mark.parametrize("setting", [Online, Stochastic])
 @pytest.mark.parametrize("lr", [1e-3, 1e-2, 1e-1])
-def test_fused_equals_trial_every_step(setting, lr):
+def test_fused_equals_trial_every_step(setting, lr, trial_trajectory):
     runs = [FusedRun.of("adam", lr=lr), FusedRun.of("amsgrad", lr=lr)]
     x_fused, avg_fused = fused_every_step(setting(), runs, STEPS)
     for k, amsgrad in enumerate([False, True]):
-        rec = Recorder()
         problem = setting()
         opt = torch.optim.Adam(problem.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8, amsgrad=amsgrad)
-        build_trial(problem, opt, STEPS, callbacks=[rec]).run()
-        x_trial, avg_trial = np.array(rec.x, np.float32), np.array(rec.avg)
+        x_trial, avg_trial = trial_trajectory(problem, opt, STEPS)
         assert np.max(np.abs(x_fused[k] - x_trial)) <= 1e-6
         assert np.max(np.abs(avg_fused[k] - avg_trial)) <= 1e-6
         # the summary values: final iterate and R_T/T

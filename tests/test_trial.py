@@ -5,32 +5,14 @@ import functools
 import numpy as np
 import pytest
 import torch
-import torchbearer
 
 from amsgrad_repro.problems import Online, Stochastic
 from amsgrad_repro.trial import build_trial
 
 
-class Recorder(torchbearer.Callback):
-    """Keeps the metrics of every step."""
-
-    def __init__(self):
-        self.x, self.avg = [], []
-
-    def on_step_training(self, state):
-        self.x.append(state[torchbearer.METRICS]["x"])
-        self.avg.append(state[torchbearer.METRICS]["average_regret"])
-
-
-def trial_trajectory(problem, make_optimizer, steps):
-    rec = Recorder()
-    build_trial(problem, make_optimizer, steps, callbacks=[rec]).run()
-    return np.array(rec.x, np.float32), np.array(rec.avg)
-
-
 @pytest.mark.parametrize("setting", [Online, Stochastic])
 @pytest.mark.parametrize("amsgrad", [False, True])
-def test_trial_equals_plain_loop_every_step(setting, amsgrad, plain_loop):
+def test_trial_equals_plain_loop_every_step(setting, amsgrad, plain_loop, trial_trajectory):
     steps = 2500
     make = functools.partial(torch.optim.Adam, lr=1e-2, betas=(0.9, 0.99), amsgrad=amsgrad)
     x_trial, avg_trial = trial_trajectory(setting(), make, steps)
@@ -41,7 +23,7 @@ def test_trial_equals_plain_loop_every_step(setting, amsgrad, plain_loop):
     assert np.unique(x_trial).size > 100  # the iterate actually moves
 
 
-def test_iterate_stays_in_bounds_every_step():
+def test_iterate_stays_in_bounds_every_step(trial_trajectory):
     # SGD at lr 0.01 is thrown to −1 by every 1010 step and climbs to +1 in between: both ends are hit
     x, _ = trial_trajectory(Online(), functools.partial(torch.optim.SGD, lr=0.01), 1000)
     assert x.min() >= -1.0 and x.max() <= 1.0
@@ -50,7 +32,7 @@ def test_iterate_stays_in_bounds_every_step():
     assert x.min() >= -1.0 and x.max() <= 1.0 and (np.abs(x) == 1.0).any()
 
 
-def test_average_regret_by_hand():
+def test_average_regret_by_hand(trial_trajectory):
     # SGD, lr 0.01, online problem, x_1 = 0, x* = −1; worked by hand:
     # t=1: c=1010, x_1=0    → regret 1010·(0+1) = 1010;  x_2 = clamp(0 − 10.1) = −1
     # t=2: c=−10,  x_2=−1   → regret 0;                  x_3 = −1 + 0.1 = −0.9
@@ -61,7 +43,7 @@ def test_average_regret_by_hand():
     np.testing.assert_allclose(avg, [1010 / 1, 1010 / 2, 1009 / 3, 1007 / 4], rtol=1e-6)
 
 
-def test_any_torch_optimizer_runs_through_the_trial(plain_loop):
+def test_any_torch_optimizer_runs_through_the_trial(plain_loop, trial_trajectory):
     make = functools.partial(torch.optim.RMSprop, lr=1e-3)
     x_trial, _ = trial_trajectory(Online(), make, 500)
     x_ref, _ = plain_loop(Online(), make, 500)
