@@ -131,6 +131,7 @@ class Run:
     choice: Choice
     seed: int
     lr_swept: bool
+    stochastic: bool = True  # False: the seed is unused (online), and the summary records null
 
 
 @dataclass
@@ -171,7 +172,7 @@ def _plan_runs(cfg: Config, overrides: dict) -> list[Run]:
                     name += f"/lr={lr:g}"
                 if sweep_seed:
                     name += f"/seed={seed}"
-                runs.append(Run(name, choice, seed, sweep_lr and not own_lr))
+                runs.append(Run(name, choice, seed, sweep_lr and not own_lr, cfg.problem.setting == "stochastic"))
     return runs
 
 
@@ -294,7 +295,7 @@ def _result(run: Run, x: float, regret: float, steps: int, status: str, engine: 
         name=run.name,
         optimizer=run.choice.label,
         lr=run.choice.hp.get("lr"),
-        seed=run.seed,
+        seed=run.seed if run.stochastic else None,
         final_x=x,
         average_regret=regret,
         steps_done=steps,
