@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 
+from .experiment import UsageError
 from .fused import FusedRun, simulate
 from .optimizers import ZOO, resolve
 from .problems import Online, Stochastic
@@ -86,8 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if min(args.trial_steps, args.fused_steps, args.runs) < 1:
-        print("amsgrad-repro bench: error: step and run counts must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError("bench: --trial-steps, --fused-steps and --runs must be >= 1")
 
     one = [FusedRun.of(args.optimizer)]
     many = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i)) for i in range(args.runs)]

@@ -16,6 +16,7 @@ writing what was done.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -254,35 +255,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "bench":
-        from . import bench
-
-        return bench.run(args)
-    if args.command == "phase":
-        from . import phase
-
-        try:
-            return phase.run(args)
-        except UsageError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
-    if args.command == "plot":
-        from . import plot
-
-        try:
-            return plot.run(args)
-        except plot.PlotError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
+    args = build_parser().parse_args(argv)
     try:
+        if args.command in ("bench", "phase", "plot"):
+            return importlib.import_module(f".{args.command}", __package__).run(args)
         summary = run(config_from_args(args))
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted before the run started; nothing written", file=sys.stderr)
+    except KeyboardInterrupt:  # runs and phase grids catch Ctrl-C themselves once they have written something
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     return 130 if summary["interrupted"] else 0
 

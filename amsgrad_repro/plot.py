@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .experiment import UsageError
+
 #: legend names: optimizer and variant
 DISPLAY = {
     "sgd": "SGD",
@@ -47,7 +49,7 @@ DISPLAY = {
 _SEED = re.compile(r"^seed=(\d+)$")
 
 
-class PlotError(ValueError):
+class PlotError(UsageError):
     """A run directory that cannot be plotted (missing, empty, no events): one line, exit status 2."""
 
 
