@@ -132,9 +132,9 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     g.add_argument("--beta1-decay", type=float, default=None, help="λ for --beta1-schedule exp (default: 1)")
     if setting == "stochastic":
         seed_help = "stream seed(s); several values or a range START:STOP (STOP excluded) sweep it (default: 0)"
-        g.add_argument("--seed", type=_seed_values, nargs="+", default=None, metavar="SEED", help=seed_help)
     else:
-        g.add_argument("--seed", type=_seed_values, nargs="+", default=None, metavar="SEED", help=argparse.SUPPRESS)
+        seed_help = "accepted for symmetry with stochastic; the online problem is deterministic (default: 0)"
+    g.add_argument("--seed", type=_seed_values, nargs="+", default=None, metavar="SEED", help=seed_help)
     g.add_argument(
         "--engine",
         choices=["auto", "fused", "trial"],

@@ -152,8 +152,7 @@ def test_help_gives_every_default(setting):
         ("--engine", "auto"),
         ("--x0", "0.0"),
     ]
-    if setting == "stochastic":
-        expected.append(("--seed", "0"))
+    expected.append(("--seed", "0"))
     for flag, default in expected:
         assert flag in text
         assert f"(default: {default}" in text, flag
