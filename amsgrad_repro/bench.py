@@ -27,10 +27,9 @@ import sys
 import tempfile
 import time
 
-from .experiment import UsageError
+from .experiment import ProblemConfig, UsageError
 from .fused import FusedRun, simulate
 from .optimizers import ZOO, resolve
-from .problems import Online, Stochastic
 from .trial import build_trial
 
 _CHILD = """
@@ -44,7 +43,7 @@ print("BENCH", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, wall, code)
 
 
 def _problem(setting: str):
-    return Online() if setting == "online" else Stochastic(seed=0)
+    return ProblemConfig(setting).make()
 
 
 def time_trial(setting: str, optimizer: str, steps: int) -> float:

@@ -83,18 +83,27 @@ class ZooEntry:
     defaults: dict[str, object]
     build_torch: Callable[[Params, Mapping], torch.optim.Optimizer]
     trial_class: str  # what the Trial engine runs, for --help and the README
+    display: str = ""  # the name legends use (optimizer and variant)
 
 
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
-        ZooEntry("sgd", "x ← x − α·g", {"lr": 1e-3}, lambda p, h: torch.optim.SGD(p, lr=h["lr"]), "torch.optim.SGD"),
+        ZooEntry(
+            "sgd",
+            "x ← x − α·g",
+            {"lr": 1e-3},
+            lambda p, h: torch.optim.SGD(p, lr=h["lr"]),
+            "torch.optim.SGD",
+            display="SGD",
+        ),
         ZooEntry(
             "momentum",
             "b ← μ·b + g; x ← x − α·b",
             {"lr": 1e-3, "momentum": 0.9},
             lambda p, h: torch.optim.SGD(p, lr=h["lr"], momentum=h["momentum"]),
             "torch.optim.SGD(momentum=μ)",
+            display="SGD + momentum",
         ),
         ZooEntry(
             "nesterov",
@@ -102,6 +111,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, "momentum": 0.9},
             lambda p, h: torch.optim.SGD(p, lr=h["lr"], momentum=h["momentum"], nesterov=True),
             "torch.optim.SGD(momentum=μ, nesterov=True)",
+            display="SGD + Nesterov momentum",
         ),
         ZooEntry(
             "adagrad",
@@ -109,6 +119,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, "eps": 1e-10},
             lambda p, h: torch.optim.Adagrad(p, lr=h["lr"], eps=h["eps"]),
             "torch.optim.Adagrad",
+            display="Adagrad",
         ),
         ZooEntry(
             "rmsprop",
@@ -116,6 +127,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8},
             lambda p, h: torch.optim.RMSprop(p, lr=h["lr"], alpha=h["alpha"], eps=h["eps"]),
             "torch.optim.RMSprop",
+            display="RMSprop",
         ),
         ZooEntry(
             "adam",
@@ -123,6 +135,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
             _adam(False),
             "torch.optim.Adam (AdaptiveMoment with a schedule)",
+            display="Adam",
         ),
         ZooEntry(
             "adamax",
@@ -130,6 +143,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, **_BETAS, "eps": 1e-8},
             lambda p, h: torch.optim.Adamax(p, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"]),
             "torch.optim.Adamax",
+            display="Adamax",
         ),
         ZooEntry(
             "nadam",
@@ -139,6 +153,7 @@ ZOO: dict[str, ZooEntry] = {
                 p, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"], momentum_decay=h["momentum_decay"]
             ),
             "torch.optim.NAdam",
+            display="NAdam",
         ),
         ZooEntry(
             "amsgrad-pytorch",
@@ -146,6 +161,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
             _adam(True),
             "torch.optim.Adam(amsgrad=True) (AMSGrad(variant='pytorch') with a schedule)",
+            display="AMSGrad (PyTorch variant)",
         ),
         ZooEntry(
             "amsgrad-paper",
@@ -153,6 +169,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, **_BETAS, "eps": 0.0, **_SCHEDULES},
             _amsgrad("paper"),
             "AMSGrad(variant='paper')",
+            display="AMSGrad (paper, Alg. 2)",
         ),
         ZooEntry(
             "amsgrad-corrected",
@@ -160,6 +177,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
             _amsgrad("corrected"),
             "AMSGrad(variant='corrected')",
+            display="AMSGrad (corrected-max variant)",
         ),
         ZooEntry(
             "adamnc",
@@ -167,6 +185,7 @@ ZOO: dict[str, ZooEntry] = {
             {"lr": 1e-3, "beta1": 0.9, "eps": 0.0, **_SCHEDULES},
             lambda p, h: AdamNC(p, h["lr"], h["beta1"], h["eps"], **_ours(h)),
             "AdamNC",
+            display="AdamNC",
         ),
     ]
 }

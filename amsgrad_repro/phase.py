@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -174,10 +173,6 @@ def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.nd
             raise UsageError(f"{flag} needs 0 <= LO <= HI < 1 and a whole N >= 1, got {lo:g} {hi:g} {n:g}")
     if args.steps < 1:
         raise UsageError(f"--steps must be a positive integer, got {args.steps}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
-    if args.eps is not None and not (math.isfinite(args.eps) and args.eps >= 0):
-        raise UsageError(f"--eps must be >= 0, got {args.eps}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if len(set(args.optimizers)) != len(args.optimizers) or any("/" in s for s in args.optimizers):
@@ -185,7 +180,7 @@ def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.nd
     problem = ProblemConfig(setting=args.setting, preset=args.preset, c=args.c, delta=args.delta, seed=args.seed)
     try:
         problem.make()
-        for spec in args.optimizers:
+        for spec in args.optimizers:  # resolve() range-checks lr and eps
             choice = resolve(spec, {"lr": args.lr, "eps": args.eps})
             if not choice.fused or "beta1" not in choice.hp or "beta2" not in choice.hp:
                 raise ValueError(f"{spec}: the phase diagram needs a fused optimizer with β1 and β2")

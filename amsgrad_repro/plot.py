@@ -28,23 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .experiment import UsageError
-
-#: legend names: optimizer and variant
-DISPLAY = {
-    "sgd": "SGD",
-    "momentum": "SGD + momentum",
-    "nesterov": "SGD + Nesterov momentum",
-    "adagrad": "Adagrad",
-    "rmsprop": "RMSprop",
-    "adam": "Adam",
-    "adamax": "Adamax",
-    "nadam": "NAdam",
-    "amsgrad": "AMSGrad (PyTorch variant)",
-    "amsgrad-pytorch": "AMSGrad (PyTorch variant)",
-    "amsgrad-paper": "AMSGrad (paper, Alg. 2)",
-    "amsgrad-corrected": "AMSGrad (corrected-max variant)",
-    "adamnc": "AdamNC",
-}
+from .optimizers import ALIASES, ZOO
 
 _SEED = re.compile(r"^seed=(\d+)$")
 
@@ -68,7 +52,8 @@ def display_name(run: str) -> str:
     """``"amsgrad-paper,lr_schedule=sqrt/lr=0.01"`` → ``"AMSGrad (paper, Alg. 2), lr_schedule=sqrt, lr=0.01"``."""
     parts = run.split("/")
     name, *options = parts[0].split(",")
-    pretty = DISPLAY.get(name, name)
+    entry = ZOO.get(ALIASES.get(name, name))
+    pretty = entry.display if entry is not None else name
     return ", ".join([pretty, *options, *parts[1:]])
 
 
