@@ -27,9 +27,10 @@ import sys
 import tempfile
 import time
 
-from .experiment import ProblemConfig, UsageError
+from .experiment import ProblemConfig
 from .fused import FusedRun, simulate
 from .optimizers import ZOO, resolve
+from .runs import UsageError
 from .trial import build_trial
 
 _CHILD = """

@@ -20,10 +20,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES
-from .experiment import Config, ProblemConfig, UsageError, run
+from .experiment import Config, ProblemConfig, run
 from .optimizers import ALIASES, ZOO
 from .problems import PRESETS
+from .runs import UsageError, exit_code, handle_signals
+from .values import add_output_flags, count, lr_values, seed_values
 
 PROG = "amsgrad-repro"
 
@@ -50,49 +53,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
-def _count(text: str) -> int:
-    """An integer that may be written 10_000_000 or 1e7."""
-    try:
-        return int(text.replace("_", ""))
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
-    return int(value)
-
-
-def _lr_values(text: str) -> list[float]:
-    """``1e-3`` → [0.001]; ``1e-4:1e-1:4`` → 4 log-spaced values from 1e-4 to 1e-1 inclusive."""
-    try:
-        if ":" not in text:
-            return [float(text)]
-        start, stop, count = text.split(":")
-        lo, hi, n = float(start), float(stop), int(count)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a step size or START:STOP:N range: {text!r}") from None
-    if n < 1 or lo <= 0 or hi <= 0:
-        raise argparse.ArgumentTypeError(f"a range START:STOP:N needs START, STOP > 0 and N >= 1: {text!r}")
-    if n == 1:
-        return [lo]
-    return [float(f"{lo * (hi / lo) ** (k / (n - 1)):.6g}") for k in range(n)]
-
-
-def _seed_values(text: str) -> list[int]:
-    """``3`` → [3]; ``0:5`` → [0, 1, 2, 3, 4] (START inclusive, STOP exclusive, like Python's range)."""
-    if ":" not in text:
-        return [_count(text)]
-    start, _, stop = text.partition(":")
-    return list(range(_count(start), _count(stop)))
-
-
 def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     d = Config()
     g = p.add_argument_group("run")
-    g.add_argument("--steps", type=_count, default=d.steps, help="number of steps T (t = 1..T)")
+    g.add_argument("--steps", type=count, default=d.steps, help="number of steps T (t = 1..T)")
     names = ", ".join([*ZOO, *ALIASES])
     g.add_argument(
         "--optimizers",
@@ -105,7 +69,7 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     )
     g.add_argument(
         "--lr",
-        type=_lr_values,
+        type=lr_values,
         nargs="+",
         default=None,
         metavar="LR",
@@ -134,7 +98,7 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         seed_help = "stream seed(s); several values or a range START:STOP (STOP excluded) sweep it (default: 0)"
     else:
         seed_help = "accepted for symmetry with stochastic; the online problem is deterministic (default: 0)"
-    g.add_argument("--seed", type=_seed_values, nargs="+", default=None, metavar="SEED", help=seed_help)
+    g.add_argument("--seed", type=seed_values, nargs="+", default=None, metavar="SEED", help=seed_help)
     g.add_argument(
         "--engine",
         choices=["auto", "fused", "trial"],
@@ -160,7 +124,7 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     )
     if setting == "online":
         g.add_argument(
-            "--period", type=_count, default=None, help="rare step when t mod period = 1 (overrides the preset)"
+            "--period", type=count, default=None, help="rare step when t mod period = 1 (overrides the preset)"
         )
     else:
         g.add_argument("--probability", type=float, default=None, help="probability p of the rare function (overrides)")
@@ -172,9 +136,8 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         "--logdir", default=d.logdir, help="TensorBoard root; runs go to LOGDIR/SETTING/RUN_NAME/SPEC[/lr=..][/seed=..]"
     )
     g.add_argument("--run-name", default=None, help="run directory name (default: a timestamp)")
-    g.add_argument("--log-every", type=_count, default=d.log_every, help="write scalars every N steps (and at T)")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
+    g.add_argument("--log-every", type=count, default=d.log_every, help="write scalars every N steps (and at T)")
+    add_output_flags(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_Formatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
     helps = {
         "online": "f_t(x) = 1010·x if t mod 101 = 1 else −10·x on [−1, 1] (Figure 1, left and centre)",
@@ -251,22 +215,26 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overwrite=args.overwrite,
         engine=args.engine,
         progress=False if args.no_progress else None,
+        allow_large=args.allow_large,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status: 0, 2 (bad input, one line on stderr, nothing written),
+    130 (Ctrl-C) or 143 (SIGTERM), the last two after writing what was done."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command in ("bench", "phase", "plot"):
-            return importlib.import_module(f".{args.command}", __package__).run(args)
-        summary = run(config_from_args(args))
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # runs and phase grids catch Ctrl-C themselves once they have written something
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 130 if summary["interrupted"] else 0
+    with handle_signals():
+        try:
+            if args.command in ("bench", "phase", "plot"):
+                return importlib.import_module(f".{args.command}", __package__).run(args)
+            summary = run(config_from_args(args))
+        except UsageError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # a stop before anything was written (runs catch it themselves after that)
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return exit_code(True)
+    return exit_code(summary["interrupted"])
 
 
 if __name__ == "__main__":

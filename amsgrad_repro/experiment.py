@@ -21,11 +21,7 @@ the events so far are flushed, the last completed step is written, and summary.j
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,10 +33,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from .optimizers import KEYS, Choice, parse_spec, resolve
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
+from .runs import Ledger, RunDir, UsageError, check_volume, fmt_duration, mean_std, table, write_summary
 
+__all__ = ["Config", "ProblemConfig", "UsageError", "format_table", "run", "validate"]
 
-class UsageError(ValueError):
-    """Bad input from the user: the CLI prints the message on one line and exits with status 2."""
+#: runs per fused call in the CLI: each holds a TensorBoard writer (a file descriptor) open while it runs,
+#: so a sweep of any size keeps at most this many open
+FUSED_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,7 @@ class Config:
     overwrite: bool = False
     engine: str = "auto"
     progress: bool | None = None  # None: a bar only on a terminal
+    allow_large: bool = False  # go on past runs.MAX_RUNS runs or runs.MAX_EVENT_BYTES of events
 
 
 @dataclass(frozen=True)
@@ -131,29 +131,6 @@ class Run:
     choice: Choice
     seed: int
     stochastic: bool = True  # False: the seed is unused (online), and the summary records null
-
-
-@dataclass
-class RunResult:
-    name: str
-    optimizer: str
-    lr: float | None
-    seed: int | None
-    final_x: float
-    average_regret: float
-    steps_done: int
-    status: str = "complete"  # or "interrupted"
-    engine: str = "trial"
-    seconds: float = 0.0
-    hyperparameters: dict = field(default_factory=dict)
-
-
-@dataclass
-class Outcome:
-    """What an engine returns: the runs it finished (or stopped), and whether Ctrl-C stopped it."""
-
-    results: list[RunResult] = field(default_factory=list)
-    interrupted: bool = False
 
 
 def _plan_runs(cfg: Config, overrides: dict) -> list[Run]:
@@ -233,40 +210,9 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
     return problem, runs, warnings
 
 
-def prepare_run_dir(cfg: Config) -> Path:
-    """Create ``<logdir>/<setting>/<run-name>`` (see :func:`make_run_dir`)."""
-    return make_run_dir(Path(cfg.logdir) / cfg.problem.setting, cfg.run_name, cfg.overwrite, cfg.logdir)
-
-
-def make_run_dir(base: Path, run_name: str | None, overwrite: bool, logdir: str) -> Path:
-    """Create ``base/<run-name>``. A default (timestamp) name gets a ``-2``, ``-3``… suffix if taken; an
-    explicit name that exists is a :class:`UsageError` unless ``overwrite`` (then it is replaced)."""
-    if run_name is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name, k = stamp, 1
-        while (base / name).exists():
-            k += 1
-            name = f"{stamp}-{k}"
-    else:
-        if not run_name or os.sep in run_name or run_name in (".", ".."):
-            raise UsageError(f"--run-name must be a plain directory name, got {run_name!r}")
-        name = run_name
-    run_dir = base / name
-    if run_dir.exists() or run_dir.is_symlink():
-        if not overwrite:
-            raise UsageError(f"run directory {run_dir} already exists: pick another --run-name or pass --overwrite")
-        try:
-            shutil.rmtree(run_dir) if run_dir.is_dir() and not run_dir.is_symlink() else run_dir.unlink()
-        except OSError as e:
-            raise UsageError(f"cannot overwrite {run_dir}: {e.strerror or e}") from None
-    try:
-        run_dir.mkdir(parents=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to --logdir {logdir}: {e.strerror or e}") from None
-    return run_dir
+def claim_run_dir(cfg: Config) -> RunDir:
+    """Own ``<logdir>/<setting>/<run-name>`` (see :meth:`amsgrad_repro.runs.RunDir.claim`)."""
+    return RunDir.claim(Path(cfg.logdir) / cfg.problem.setting, cfg.run_name, cfg.overwrite, cfg.logdir)
 
 
 def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) -> float:
@@ -280,93 +226,105 @@ def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) 
     return (time.perf_counter() - start) / 300
 
 
-def _result(run: Run, x: float, regret: float, steps: int, status: str, engine: str, seconds: float) -> RunResult:
-    return RunResult(
-        name=run.name,
-        optimizer=run.choice.label,
-        lr=run.choice.hp.get("lr"),
-        seed=run.seed if run.stochastic else None,
-        final_x=x,
-        average_regret=regret,
-        steps_done=steps,
-        status=status,
-        engine=engine,
-        seconds=seconds,
-        hyperparameters=run.choice.describe(),
-    )
+def _planned(run: Run) -> dict:
+    """A run's row in summary.json before it has run: what it is, and nulls for what it will log."""
+    return {
+        "name": run.name,
+        "optimizer": run.choice.label,
+        "lr": run.choice.hp.get("lr"),
+        "seed": run.seed if run.stochastic else None,
+        "final_x": None,
+        "average_regret": None,
+        "steps_done": 0,
+        "engine": None,
+        "seconds": 0.0,
+        "hyperparameters": run.choice.describe(),
+    }
 
 
-def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar) -> Outcome:
-    """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.trial.build_trial`)."""
+def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
+    """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.trial.build_trial`), one writer
+    open at a time. A signal stops the run in progress (its last step is written) and the ones after it."""
     from .trial import Progress, ScalarLogger, build_trial
 
-    outcome = Outcome()
     for run in runs:
         problem = cfg.problem.with_seed(run.seed).make()
         logger = ScalarLogger(str(run_dir / run.name), cfg.log_every, cfg.steps)
         progress = Progress(bar, every=min(cfg.log_every, 1000))
         trial = build_trial(problem, run.choice.build(problem.parameters()), cfg.steps, callbacks=[logger, progress])
         start = time.perf_counter()
-        status = "complete"
+        ledger.update(run.name, "running", engine="trial")
         try:
             trial.run()
         except KeyboardInterrupt:
-            status = "interrupted"
             logger.write_last()
+            raise
         finally:
             logger.close()
-        progress.flush(logger.last_step)
-        x = logger.last_metrics.get("x", float(problem.x.detach()))
-        regret = logger.last_metrics.get("average_regret", float("nan"))
-        seconds = time.perf_counter() - start
-        outcome.results.append(_result(run, x, regret, logger.last_step, status, "trial", seconds))
-        if status == "interrupted":
-            outcome.interrupted = True
-            break
-    return outcome
+            progress.flush(logger.last_step)
+            ledger.update(
+                run.name,
+                final_x=logger.last_metrics.get("x", float(problem.x.detach())),
+                average_regret=logger.last_metrics.get("average_regret"),
+                steps_done=logger.last_step,
+                seconds=time.perf_counter() - start,
+            )
+        ledger.update(run.name, "complete")
 
 
-def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar) -> Outcome:
-    """Every run at once through the compiled loop (:func:`amsgrad_repro.fused.simulate`), writing the
-    same tags at the same steps as the Trial, with tensorboardX's writer (the one torchbearer uses)."""
+def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
+    """The runs through the compiled loop (:func:`amsgrad_repro.fused.simulate`), :data:`FUSED_CHUNK` at a
+    time, writing the same tags at the same steps as the Trial with tensorboardX's writer (torchbearer's).
+    Runs are independent in the kernel, so chunking changes no number; it bounds open files and memory."""
     from tensorboardX import SummaryWriter
 
     from .fused import FusedRun, simulate
 
-    seeds = sorted({run.seed for run in runs})
-    problems = [cfg.problem.with_seed(seed).make() for seed in seeds]
-    fused = [FusedRun(run.choice, seeds.index(run.seed)) for run in runs]
-    writers = [SummaryWriter(str(run_dir / run.name)) for run in runs]
+    for first in range(0, len(runs), FUSED_CHUNK):
+        chunk = runs[first : first + FUSED_CHUNK]
+        seeds = sorted({run.seed for run in chunk})
+        problems = [cfg.problem.with_seed(seed).make() for seed in seeds]
+        fused = [FusedRun(run.choice, seeds.index(run.seed)) for run in chunk]
+        writers = [SummaryWriter(str(run_dir / run.name)) for run in chunk]
 
-    def on_log(ts, xs, regrets) -> None:
-        steps = ts.tolist()
-        for writer, x_row, r_row in zip(writers, xs.tolist(), regrets.tolist(), strict=True):
-            for t, x, r in zip(steps, x_row, r_row, strict=True):
-                writer.add_scalar("x", x, t)
-                writer.add_scalar("average_regret", r, t)
+        def on_log(ts, xs, regrets, writers=writers) -> None:
+            steps = ts.tolist()
+            for writer, x_row, r_row in zip(writers, xs.tolist(), regrets.tolist(), strict=True):
+                for t, x, r in zip(steps, x_row, r_row, strict=True):
+                    writer.add_scalar("x", x, t)
+                    writer.add_scalar("average_regret", r, t)
 
-    start = time.perf_counter()
-    try:
-        result = simulate(
-            problems,
-            fused,
-            cfg.steps,
-            log_every=cfg.log_every,
-            on_log=on_log,
-            on_window=lambda n: bar.update(n * len(runs)),
-        )
-    finally:
-        for writer in writers:
-            writer.close()
-    seconds = time.perf_counter() - start
-    status = "interrupted" if result.interrupted else "complete"
-    return Outcome(
-        results=[
-            _result(run, float(x), float(r), result.steps_done, status, "fused", seconds)
-            for run, x, r in zip(runs, result.x, result.average_regret, strict=True)
-        ],
-        interrupted=result.interrupted,
-    )
+        for run in chunk:
+            ledger.update(run.name, "running", engine="fused")
+
+        def on_window(n: int, k: int = len(chunk)) -> None:
+            bar.update(n * k)
+
+        start = time.perf_counter()
+        try:
+            result = simulate(
+                problems,
+                fused,
+                cfg.steps,
+                log_every=cfg.log_every,
+                on_log=on_log,
+                on_window=on_window,
+            )
+        finally:
+            for writer in writers:
+                writer.close()
+        seconds = time.perf_counter() - start
+        for run, x, r in zip(chunk, result.x, result.average_regret, strict=True):
+            ledger.update(
+                run.name,
+                "interrupted" if result.interrupted else "complete",
+                final_x=float(x),
+                average_regret=float(r),
+                steps_done=result.steps_done,
+                seconds=seconds,
+            )
+        if result.interrupted or result.stop_requested:
+            raise KeyboardInterrupt  # the signal was deferred through the kernel's window: stop here
 
 
 ENGINES = {"fused": run_fused_engine, "trial": run_trial_engine}
@@ -387,73 +345,38 @@ def choose_engine(requested: str, runs: list[Run]) -> tuple[str, str]:
     return requested, "as requested"
 
 
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _mean_std(values: list[float], digits: int, sign: str = "") -> str:
-    if len(values) == 1:
-        return f"{values[0]:{sign}.{digits}f}"
-    return f"{statistics.fmean(values):{sign}.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def format_table(summary: dict) -> str:
     """The end-of-run table. One row per run, or, when seeds are swept, one row per (optimizer, lr) with
-    mean ± standard deviation across seeds."""
+    mean ± standard deviation over the seeds whose run is complete (the seeds column says when some are not)."""
     runs = summary["runs"]
     x_star = f"{summary['x_star']:+g}"
     if len({r["seed"] for r in runs}) <= 1:
         rows = [("run", "final x", "R_T/T", "x*", "steps")]
         for r in runs:
-            steps = f"{r['steps_done']:,}" + ("" if r["status"] == "complete" else " (interrupted)")
-            rows.append((r["name"], f"{r['final_x']:+.6f}", f"{r['average_regret']:.6f}", x_star, steps))
-        return _table(rows)
+            steps = f"{r['steps_done']:,}" + ("" if r["status"] == "complete" else f" ({r['status']})")
+            rows.append((r["name"], _num(r["final_x"], "+.6f"), _num(r["average_regret"], ".6f"), x_star, steps))
+        return table(rows)
     groups: dict[tuple[str, float | None], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["optimizer"], r["lr"]), []).append(r)
     rows = [("optimizer", "lr", "seeds", "final x (mean ± sd)", "R_T/T (mean ± sd)", "x*")]
     for (optimizer, lr), members in groups.items():
-        xs = [m["final_x"] for m in members]
-        regrets = [m["average_regret"] for m in members]
+        done = [m for m in members if m["status"] == "complete"]
+        seeds = str(len(members)) if len(done) == len(members) else f"{len(done)} of {len(members)} complete"
+        xs = [m["final_x"] for m in done]
+        regrets = [m["average_regret"] for m in done]
         lr_text = "" if lr is None else f"{lr:g}"
-        rows.append((optimizer, lr_text, str(len(members)), _mean_std(xs, 4, "+"), _mean_std(regrets, 4), x_star))
-    return _table(rows)
+        rows.append((optimizer, lr_text, seeds, mean_std(xs, 4, "+"), mean_std(regrets, 4), x_star))
+    return table(rows)
 
 
-def write_summary(run_dir: Path, summary: dict) -> Path:
-    """Write summary.json atomically (a temporary file renamed into place)."""
-    path = run_dir / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> dict:
-    """Validate, run everything with the chosen engine, write events and summary.json, print a table.
-
-    Raises :class:`UsageError` (nothing written) on bad input. Returns the summary dict; its ``interrupted``
-    field is true if Ctrl-C stopped the run. ``out``/``err`` default to the current sys.stdout/stderr.
-    """
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-    problem, runs, warnings = validate(cfg)
-    engine, why = choose_engine(cfg.engine, runs)
-    run_dir = prepare_run_dir(cfg)
-    x_star = problem.x_star
+def _print_header(cfg: Config, problem: LinearProblem, runs: list[Run], run_dir: RunDir, engine: str, why: str,
+                  out: TextIO) -> None:  # fmt: skip
     described = cfg.problem.describe()
-
     optimizers = ", ".join(cfg.optimizers)
     print(
         f"amsgrad_repro {cfg.problem.setting}: {cfg.steps:,} steps, optimizers {optimizers}, {len(runs)} run(s)",
@@ -462,7 +385,11 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     constants = ", ".join(f"{k}={v:g}" for k, v in described.items() if k in ("C", "delta", "rare_coef",
                           "common_coef", "period", "p"))  # fmt: skip
     print(f"  problem: preset {cfg.problem.preset} ({constants})", file=out)
-    print(f"  x* = {x_star:+g} (average slope {problem.mean_slope:+.6g}); writing to {run_dir}", file=out)
+    replacing = " (replacing the old run once this one has something to keep)" if run_dir.replacing else ""
+    print(
+        f"  x* = {problem.x_star:+g} (average slope {problem.mean_slope:+.6g}); writing to {run_dir.final}{replacing}",
+        file=out,
+    )
     theorem = cfg.problem.theorem_betas()
     if theorem is not None:
         given = "beta1" in cfg.overrides or "beta2" in cfg.overrides
@@ -473,53 +400,81 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     elif cfg.problem.preset != "paper":
         print(f"  {cfg.problem.preset} holds for any β1 < √β2", file=out)
     print(f"  engine: {engine} ({why})", file=out)
-    for warning in warnings:
-        print(warning, file=err)
-    if engine == "trial":
-        try:
-            per_step = estimate_trial_seconds_per_step(cfg.problem, runs[0].choice)
-        except KeyboardInterrupt:
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing has run: leave nothing behind
-            raise
-        total = per_step * cfg.steps * len(runs)
-        print(
-            f"  estimated time: {_fmt_duration(total)} ({per_step * 1e6:.0f} µs/step measured just now "
-            f"× {cfg.steps:,} steps × {len(runs)} run(s))",
-            file=out,
-        )
-    out.flush()
 
+
+def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> dict:
+    """Validate, run everything with the chosen engine, write events and summary.json, print a table.
+
+    Raises :class:`UsageError` (nothing written) on bad input. Returns the summary dict; its ``interrupted``
+    field is true if a signal (Ctrl-C, SIGTERM) stopped the run, and every planned run is in ``runs`` with its
+    status. ``out``/``err`` default to the current sys.stdout/stderr. Call it inside
+    :func:`amsgrad_repro.runs.handle_signals` for SIGTERM to stop it like Ctrl-C (the CLI does).
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    problem, runs, warnings = validate(cfg)
+    engine, why = choose_engine(cfg.engine, runs)
+    points = -(-cfg.steps // cfg.log_every) + (cfg.steps % cfg.log_every != 0)
+    check_volume(len(runs), 2 * points * len(runs), cfg.allow_large)
+    run_dir = claim_run_dir(cfg)
+    ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
-    disable = None if cfg.progress is None else not cfg.progress
-    with tqdm(total=cfg.steps * len(runs), unit="step", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
-        outcome = ENGINES[engine](cfg, runs, run_dir, bar)
+    try:
+        _print_header(cfg, problem, runs, run_dir, engine, why, out)
+        for warning in warnings:
+            print(warning, file=err)
+        if engine == "trial":
+            per_step = estimate_trial_seconds_per_step(cfg.problem, runs[0].choice)
+            total = per_step * cfg.steps * len(runs)
+            print(
+                f"  estimated time: {fmt_duration(total)} ({per_step * 1e6:.0f} µs/step measured just now "
+                f"× {cfg.steps:,} steps × {len(runs)} run(s))",
+                file=out,
+            )
+        out.flush()
+        disable = None if cfg.progress is None else not cfg.progress
+        total_steps = cfg.steps * len(runs)
+        with tqdm(total=total_steps, unit="step", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
+            ENGINES[engine](cfg, runs, run_dir.path, bar, ledger)
+    except KeyboardInterrupt:
+        ledger.stop()
+    except BaseException:
+        run_dir.release(keep=False)  # a failure before anything ran (or a bug): the old run stays as it was
+        raise
     elapsed = time.perf_counter() - start
-
+    outcome = ledger.outcome()
     summary = {
         "setting": cfg.problem.setting,
         "steps": cfg.steps,
-        "x_star": x_star,
+        "x_star": problem.x_star,
         "config": {
-            "problem": described | {"mean_slope": problem.mean_slope},
+            "problem": cfg.problem.describe() | {"mean_slope": problem.mean_slope},
             "optimizers": list(cfg.optimizers),
             "overrides": {k: v for k, v in cfg.overrides.items() if v is not None},
             "lrs": None if cfg.lrs is None else list(cfg.lrs),
             "seeds": None if cfg.seeds is None else list(cfg.seeds),
             "log_every": cfg.log_every,
             "engine": engine,
-            "run_dir": str(run_dir),
+            "run_dir": str(run_dir.final),
         },
-        "runs": [asdict(r) for r in outcome.results],
-        "interrupted": outcome.interrupted,
+        "runs": ledger.rows(),
+        **outcome,
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    path = write_summary(run_dir, summary)
+    keep = any(r["steps_done"] > 0 for r in summary["runs"])
+    if keep:
+        write_summary(run_dir.path, summary)
+    final = run_dir.release(keep=keep)
     print(format_table(summary), file=out)
-    if outcome.interrupted:
-        last = outcome.results[-1]
-        print(f"interrupted at step {last.steps_done:,} of {last.name}; partial results in {path}", file=out)
+    if not keep:
+        print("stopped before any step was done: nothing kept", file=out)
+    elif outcome["interrupted"]:
+        cut = [r for r in summary["runs"] if r["status"] == "interrupted"]
+        where = f"at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else "between runs"
+        counts = ", ".join(f"{n} {s}" for s, n in outcome["runs_by_status"].items())
+        print(f"interrupted {where} ({counts}); partial results in {final / 'summary.json'}", file=out)
     else:
-        print(f"done in {_fmt_duration(elapsed)}; summary: {path}", file=out)
+        print(f"done in {fmt_duration(elapsed)}; summary: {final / 'summary.json'}", file=out)
     print(f"view: tensorboard --logdir {cfg.logdir}", file=out)
     return summary

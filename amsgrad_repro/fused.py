@@ -36,8 +36,6 @@ The compiled kernel is cached on disk (numba ``cache=True``), so only the first 
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +44,7 @@ import numpy as np
 
 from .optimizers import Choice, resolve
 from .problems import LinearProblem
+from .runs import defer_signals
 
 # optimizer kinds in the kernel
 K_SGD, K_ADAGRAD, K_RMSPROP, K_ADAM, K_ADAMAX, K_NADAM = range(6)
@@ -121,7 +120,7 @@ class FusedResult:
     average_regret: np.ndarray
     steps_done: int
     interrupted: bool = False
-    #: Ctrl-C arrived, possibly during the last window (then the run finished, but the caller should stop)
+    #: Ctrl-C or SIGTERM arrived, possibly during the last window (then the run finished; the caller should stop)
     stop_requested: bool = False
 
 
@@ -269,27 +268,6 @@ def _window(
         x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r] = xr, mr, vr, vmr, ax, reg, done
 
 
-class _DeferSigint:
-    """Turn Ctrl-C into a flag checked between windows, so a run always stops at a window boundary
-    (the compiled kernel cannot be interrupted half-way through a window anyway)."""
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._old = None
-
-    def __enter__(self) -> _DeferSigint:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.hit = True
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
 def log_points(t0: int, n: int, log_every: int, last_t: int) -> np.ndarray:
     """The steps t in [t0, t0 + n) where scalars are written: multiples of ``log_every``, and ``last_t``."""
     first = -(-t0 // log_every) * log_every
@@ -320,7 +298,7 @@ def simulate(
         on_window: called after each window with the number of steps it advanced (for a progress bar).
         window: steps per kernel call (memory is O(window · len(problems))).
 
-    Ctrl-C stops at the end of the current window (the compiled loop cannot stop inside one): the last
+    Ctrl-C or SIGTERM stops at the end of the current window (the compiled loop cannot stop inside one): the last
     completed step is reported through ``on_log`` if it was not a log point, and the result says
     ``interrupted=True``.
     """
@@ -352,7 +330,7 @@ def simulate(
     t0 = 1
     logged_t = 0
     interrupted = False
-    with _DeferSigint() as sigint:
+    with defer_signals() as sigint:
         while t0 <= steps:
             if sigint.hit:
                 interrupted = True

@@ -276,13 +276,26 @@ def resolve(spec: str, overrides: Mapping[str, object] | None = None) -> Choice:
             raise ValueError(f"torch.optim has no optimizer class {name[len(_TORCH_PREFIX) :]!r}")
         hp = {"lr": float(overrides["lr"])} if "lr" in overrides else {}
         hp.update(options)
+        for key, value in hp.items():  # the keys the zoo knows get the zoo's range checks (lr=inf, momentum=2)
+            if key in KEYS and KEYS[key][0] is float and not KEYS[key][1](value):
+                raise ValueError(f"{spec}: {key} must be {KEYS[key][2]}, got {value!r}")
         choice = Choice(spec, name, hp, torch_class=cls)
     else:
         known = ", ".join([*ZOO, *ALIASES])
         raise ValueError(f"unknown optimizer {name!r}: choose from {known}, or torch.optim.<Class>")
-    if choice.entry is None:  # a torch.optim class: let its own checks speak (zoo values are checked above;
-        try:  # building a first torch optimizer costs ~1.5 s of imports, which the fused engine never needs)
-            choice.build([torch.nn.Parameter(torch.zeros(()))])
+    if choice.entry is None:  # a torch.optim class: let its own checks speak, then take one dry step, so a
+        # class that cannot run here (LBFGS needs a closure, SparseAdam sparse gradients) is refused before
+        # anything is written (zoo values are checked above; building a first torch optimizer costs ~1.5 s of
+        # imports, which the fused engine never needs)
+        param = torch.nn.Parameter(torch.zeros(()))
+        try:
+            opt = choice.build([param])
         except (ValueError, TypeError) as e:
             raise ValueError(f"{spec}: {e}") from None
+        param.grad = torch.ones(())
+        try:
+            opt.step()
+        except Exception as e:  # any failure of a dry step means it cannot run here
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{spec} cannot run here (a dry step failed: {first})") from None
     return choice

@@ -14,14 +14,13 @@ curve β1 = √β2 (Theorems 2-4 assume β1 < √β2, below it) and the paper's 
 β1 is spaced evenly on [LO, HI]; β2 is spaced evenly in log(1 − β2), so 0.9, 0.99, 0.999 are equally far
 apart. Output, in ``<logdir>/phase/<setting>/<run-name>/``: ``phase.csv`` (one row per cell), ``phase.json``
 (the configuration and timing) and ``phase_<optimizer>.png`` (and ``.svg``). Ctrl-C keeps the cells finished so
-far; the others are written as not run.
+far; the others are written as "not started".
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,13 +29,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
-from .experiment import ProblemConfig, UsageError, make_run_dir
+from .experiment import ProblemConfig
 from .fused import FusedRun, simulate
 from .optimizers import resolve
 from .problems import PRESETS
+from .runs import RunDir, UsageError, exit_code, write_summary
+from .values import add_output_flags, count
 
 #: runs per fused call: enough to keep both cores busy, few enough that Ctrl-C loses little
 BATCH = 256
+#: cells per map above which only a PNG is drawn (an SVG of millions of cells is gigabytes and takes minutes)
+MAX_SVG_CELLS = 40_000
 
 
 def beta1_grid(lo: float, hi: float, n: int) -> np.ndarray:
@@ -142,17 +145,15 @@ def heat_map_figure(spec: str, beta1s, beta2s, final_x, regret, title: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import _count
-
     p.add_argument("--setting", choices=["online", "stochastic"], default="online", help="which problem")
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="member of the counterexample family")
     p.add_argument("--C", dest="c", type=float, default=None, help="the theorems' C (presets theorem1-3)")
     p.add_argument("--delta", type=float, default=None, help="Theorem 3's δ (preset theorem3)")
-    p.add_argument("--seed", type=_count, default=0, help="stochastic stream seed")
+    p.add_argument("--seed", type=count, default=0, help="stochastic stream seed")
     p.add_argument(
         "--optimizers", nargs="+", default=["adam"], metavar="SPEC", help="fused optimizers with β's (one map each)"
     )
-    p.add_argument("--steps", type=_count, default=1_000_000, help="steps T per cell")
+    p.add_argument("--steps", type=count, default=1_000_000, help="steps T per cell")
     p.add_argument("--lr", type=float, default=None, help="step size for every optimizer (default: 0.001)")
     p.add_argument("--eps", type=float, default=None, help="ε (default: each optimizer's own)")
     p.add_argument(
@@ -163,8 +164,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--logdir", default="logs", help="output goes to LOGDIR/phase/SETTING/RUN_NAME")
     p.add_argument("--run-name", default=None, help="output directory name (default: a timestamp)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_output_flags(p)
 
 
 def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.ndarray, np.ndarray]:
@@ -195,23 +195,34 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     problem_cfg, specs, b1, b2 = _validate(args)
-    out = make_run_dir(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
-    problem = problem_cfg.make()
     cells = len(specs) * len(b1) * len(b2)
+    if cells > 1_000_000 and not args.allow_large:
+        raise UsageError(f"phase: {cells:,} cells is probably a typo; pass --allow-large to go on")
+    run_dir = RunDir.claim(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
+    out = run_dir.path
+    problem = problem_cfg.make()
     print(
         f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
-        f"{args.steps:,} steps each; x* = {problem.x_star:+g}; writing to {out}"
+        f"{args.steps:,} steps each; x* = {problem.x_star:+g}; writing to {run_dir.final}"
     )
     sys.stdout.flush()
     start = time.perf_counter()
-    with tqdm(
-        total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
-    ) as bar:
-        final_x, regret, interrupted = run_grid(
-            problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar
-        )
+    try:
+        with tqdm(
+            total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
+        ) as bar:
+            final_x, regret, interrupted = run_grid(
+                problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar
+            )
+    except BaseException:
+        run_dir.release(keep=False)
+        raise
     elapsed = time.perf_counter() - start
     done = int(np.isfinite(final_x).sum())
+    if done == 0:
+        run_dir.release(keep=False)
+        print(f"phase: {'interrupted' if interrupted else 'stopped'} before any cell finished: nothing kept")
+        return exit_code(True) if interrupted else 0
 
     with open(out / "phase.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -221,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
                 for j, beta2 in enumerate(b2):
                     ok = bool(np.isfinite(final_x[k, i, j]))
                     row = [f"{final_x[k, i, j]:.9g}", f"{regret[k, i, j]:.9g}"] if ok else ["", ""]
-                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, "done" if ok else "not run"])
+                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, "complete" if ok else "not started"])
     meta = {
         "problem": problem_cfg.describe() | {"x_star": problem.x_star},
         "optimizers": specs,
@@ -231,20 +242,26 @@ def run(args: argparse.Namespace) -> int:
         "beta2": b2.tolist(),
         "cells": cells,
         "cells_done": done,
+        "status": "interrupted" if interrupted else "complete",
         "interrupted": interrupted,
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    (out / "phase.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_summary(out, meta, "phase.json")
+    vector = len(b1) * len(b2) <= MAX_SVG_CELLS
+    if not vector:
+        print(f"  {len(b1) * len(b2):,} cells per map: writing PNG only (SVG up to {MAX_SVG_CELLS:,} cells)")
     for k, spec in enumerate(specs):
         title = f"{spec} on {args.setting}/{args.preset}, {args.steps:,} steps, x* = {problem.x_star:+g}"
         fig = heat_map_figure(spec, b1, b2, final_x[k], regret[k], title)
         stem = out / f"phase_{spec.replace(',', '_').replace('=', '-')}"
         fig.savefig(stem.with_suffix(".png"), dpi=110)
-        fig.savefig(stem.with_suffix(".svg"))
+        if vector:
+            fig.savefig(stem.with_suffix(".svg"))
         plt.close(fig)
         fails = np.nanmean(final_x[k] > 0.5) if done else float("nan")
         print(f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells")
+    final = run_dir.release(keep=True)
     verdict = f"interrupted: {done} of {cells} cells finished" if interrupted else f"{cells} cells"
-    print(f"{verdict} in {elapsed:.1f} s; wrote {out}/phase.csv, phase.json and the heat maps")
-    return 130 if interrupted else 0
+    print(f"{verdict} in {elapsed:.1f} s; wrote {final}/phase.csv, phase.json and the heat maps")
+    return exit_code(interrupted)

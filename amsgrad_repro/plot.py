@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .experiment import UsageError
 from .optimizers import ALIASES, ZOO
+from .runs import UsageError
 
 _SEED = re.compile(r"^seed=(\d+)$")
 

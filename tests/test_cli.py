@@ -198,6 +198,7 @@ def test_ctrl_c_leaves_readable_events_and_a_summary(tmp_path, engine, read_scal
             engine,
             "--log-every",
             "500",
+            "--allow-large",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -214,9 +215,16 @@ def test_ctrl_c_leaves_readable_events_and_a_summary(tmp_path, engine, read_scal
     assert "Traceback" not in err
     assert "interrupted at step" in out
     summary = read_summary(run_dir)
-    assert summary["interrupted"]
-    cut = summary["runs"][-1]
-    assert cut["status"] == "interrupted" and 0 < cut["steps_done"] < int(steps)
+    assert summary["interrupted"] and summary["status"] == "interrupted" and summary["stopped_by"] == "SIGINT"
+    # every planned run is listed: the one cut with where it stopped, the ones after it as not started
+    assert [r["name"] for r in summary["runs"]] == ["adam", "amsgrad"]
+    cut = next(r for r in summary["runs"] if r["status"] == "interrupted")
+    assert 0 < cut["steps_done"] < int(steps)
+    if engine == "trial":  # one run at a time: the ones after the cut never started
+        later = summary["runs"][summary["runs"].index(cut) + 1 :]
+        assert all(r["status"] == "not started" and r["steps_done"] == 0 and r["final_x"] is None for r in later)
+    else:  # one kernel call runs both: both stopped at the same window boundary
+        assert [(r["status"], r["steps_done"]) for r in summary["runs"]] == [("interrupted", cut["steps_done"])] * 2
     scalars = read_scalars(run_dir / cut["name"])
     assert scalars["x"][-1][0] == cut["steps_done"]
     assert scalars["x"][-1][1] == pytest.approx(cut["final_x"], rel=1e-6, abs=1e-7)

@@ -1,0 +1,434 @@
+"""The run spine every command stands on: who owns a run directory, what stops a run, what the summary says.
+
+Usage::
+
+    from amsgrad_repro.runs import Ledger, RunDir, handle_signals, write_summary
+
+    with handle_signals():                                   # SIGINT and SIGTERM become KeyboardInterrupt
+        run_dir = RunDir.claim(Path("logs/online"), "demo", overwrite=False, logdir="logs")
+        ledger = Ledger([{"name": "adam"}, {"name": "amsgrad"}])   # every planned run, "not started"
+        try:
+            for name in ledger.names:
+                ledger.update(name, "running")
+                ...                                          # write events under run_dir.path / name
+                ledger.update(name, "complete", final_x=...)
+        except KeyboardInterrupt:
+            ledger.stop()                                    # running → interrupted
+        write_summary(run_dir.path, {"runs": ledger.rows(), **ledger.outcome()})
+        run_dir.release(keep=ledger.has_results())
+
+It knows nothing of problems, optimizers or data sets: it handles "a run" (a name, a status, the numbers it
+logged) and "a run directory". The rules it enforces:
+
+- **A run directory belongs to one live process.** :meth:`RunDir.claim` takes an exclusive ``flock`` on
+  ``<dir>/.lock``; the kernel drops it when the process dies, however it dies, so a stale lock never blocks a name.
+  A second process asked to overwrite a directory that is still locked refuses, naming the owner's pid.
+- **Nothing is replaced before its replacement has something to keep.** With ``overwrite`` the new run is
+  written into a hidden sibling ``.<name>.new-<pid>``; only :meth:`RunDir.release` with ``keep=True`` swaps it
+  in (old → ``.<name>.old-<pid>``, new → ``<name>``, then the old is deleted). A run that fails or is stopped
+  before it has anything to keep is discarded and the old run is untouched.
+- **SIGTERM is Ctrl-C.** :func:`handle_signals` makes both raise ``KeyboardInterrupt`` (SIGTERM as
+  :class:`Terminated`), remembers which one came, and :func:`exit_code` turns it into 130 or 143.
+  :func:`defer_signals` holds them off (recording them) where a stop must wait: a compiled kernel's window, the
+  final writes.
+- **Every planned run appears in the summary with its status** (:data:`STATUSES`), and summary.json is strict
+  JSON: a non-finite number is written as ``null``, never as ``NaN``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+#: a run's status in summary.json
+STATUSES = ("not started", "running", "complete", "interrupted", "failed")
+
+#: bytes one TensorBoard scalar costs on disk (tensorboardX event record; measured ~40-50 B, rounded up)
+BYTES_PER_SCALAR = 50
+#: past these an invocation is probably a typo, and needs ``--allow-large`` to go on
+MAX_RUNS = 10_000
+MAX_EVENT_BYTES = 2 * 1024**3
+
+
+class UsageError(ValueError):
+    """Bad input from the user: the CLI prints the message on one line and exits with status 2."""
+
+
+# --- signals -----------------------------------------------------------------------------------------------
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, a container stop), raised where Ctrl-C would raise KeyboardInterrupt."""
+
+
+_stopped_by: list[int] = []  # the signals received since handle_signals() was entered, in order
+
+
+def _record(signum: int) -> None:
+    _stopped_by.append(signum)
+
+
+def stopped_by() -> int | None:
+    """The first signal that stopped the current invocation, or None."""
+    return _stopped_by[0] if _stopped_by else None
+
+
+def signal_name(signum: int | None) -> str | None:
+    return None if signum is None else signal.Signals(signum).name
+
+
+def exit_code(interrupted: bool) -> int:
+    """0, or 128 + the signal: 130 for Ctrl-C (also when no signal was seen), 143 for SIGTERM."""
+    if not interrupted:
+        return 0
+    return 128 + (stopped_by() or signal.SIGINT)
+
+
+@contextlib.contextmanager
+def handle_signals() -> Iterator[None]:
+    """Within the block SIGINT raises ``KeyboardInterrupt`` and SIGTERM raises :class:`Terminated` (a
+    KeyboardInterrupt), each recorded for :func:`stopped_by`. Outside the main thread it does nothing."""
+    _stopped_by.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame) -> None:
+        _record(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+class defer_signals:
+    """Within the block SIGINT and SIGTERM only set :attr:`hit` (and are recorded for :func:`stopped_by`);
+    the code inside checks ``hit`` where it can stop. On exit the previous handlers come back, and if a
+    signal came and ``reraise`` is set, it is raised then as it would have been."""
+
+    def __init__(self, reraise: bool = False) -> None:
+        self.hit = False
+        self.reraise = reraise
+        self._old: dict = {}
+
+    def __enter__(self) -> defer_signals:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.hit = True
+        _record(signum)
+
+    def __exit__(self, exc_type, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        if self.hit and self.reraise and exc_type is None:
+            raise Terminated() if stopped_by() == signal.SIGTERM else KeyboardInterrupt()
+
+
+# --- run directories ---------------------------------------------------------------------------------------
+
+
+def _lock(directory: Path) -> int | None:
+    """An exclusive flock on ``directory/.lock`` holding our pid, or None if another live process holds it."""
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _owner(directory: Path) -> str:
+    try:
+        return (directory / ".lock").read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _check_name(name: str) -> None:
+    if (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or "/" in name
+        or "\0" in name
+        or len(name.encode("utf-8", "surrogateescape")) > 255
+    ):
+        raise UsageError(
+            f"--run-name must be a plain directory name (no '/', not starting with '.', at most 255 bytes), "
+            f"got {name!r}"
+        )
+
+
+class RunDir:
+    """A run directory owned by this process until :meth:`release` (see the module docstring).
+
+    Attributes:
+        final: where the run lives once released, ``<base>/<name>``; what the summary and messages name.
+        path: where to write now: ``final``, or the hidden staging sibling while replacing an old run.
+        replacing: whether an old run of that name is waiting to be replaced.
+    """
+
+    def __init__(self, final: Path, path: Path, locks: list[int], created: list[Path]) -> None:
+        # created: the parent directories claim() made (removed again, if empty, when nothing is kept)
+        self.final, self.path = final, path
+        self.replacing = path != final
+        self._locks, self._created = locks, created
+        self._released = False
+
+    @classmethod
+    def claim(cls, base: Path, run_name: str | None, overwrite: bool, logdir: str) -> RunDir:
+        """Create and lock ``base/<run-name>``. A default (timestamp) name gets a ``-2``, ``-3``… suffix when
+        taken; an explicit name that exists is a :class:`UsageError` unless ``overwrite``, and even then
+        refused while another process holds it. Everything this creates is removed again on a UsageError."""
+        if run_name is not None:
+            _check_name(run_name)
+        created: list[Path] = []
+        try:
+            missing = [p for p in [base, *base.parents] if not p.exists()]
+            for p in reversed(missing):
+                p.mkdir()
+                created.append(p)
+        except OSError as e:
+            _remove_created(created)
+            raise UsageError(f"cannot write to --logdir {logdir}: {e.strerror or e}") from None
+        try:
+            if run_name is None:
+                final = cls._fresh_timestamp(base)
+                return cls(final, final, [cls._lock_new(final)], created)
+            final = base / run_name
+            try:
+                final.mkdir()
+                return cls(final, final, [cls._lock_new(final)], created)
+            except FileExistsError:
+                pass
+            if not overwrite:
+                raise UsageError(f"run directory {final} already exists: pick another --run-name or pass --overwrite")
+            if final.is_symlink() or not final.is_dir():
+                raise UsageError(f"{final} exists and is not a run directory: remove it or pick another --run-name")
+            old_lock = _lock(final)
+            if old_lock is None:
+                raise UsageError(
+                    f"run directory {final} is being written by another process (pid {_owner(final)}): "
+                    "wait for it to finish or pick another --run-name"
+                )
+            staging = base / f".{run_name}.new-{os.getpid()}"
+            try:
+                staging.mkdir()
+                return cls(final, staging, [old_lock, cls._lock_new(staging)], created)
+            except BaseException:
+                os.close(old_lock)
+                raise
+        except UsageError:
+            _remove_created(created)
+            raise
+        except OSError as e:
+            _remove_created(created)
+            if e.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
+                raise UsageError(f"--run-name {run_name!r} is not a valid directory name here: {e.strerror}") from None
+            raise UsageError(f"cannot write to --logdir {logdir}: {e.strerror or e}") from None
+
+    @staticmethod
+    def _fresh_timestamp(base: Path) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for k in range(1, 10_000):
+            candidate = base / (stamp if k == 1 else f"{stamp}-{k}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+        raise UsageError(f"no free run name under {base} for {stamp}")
+
+    @staticmethod
+    def _lock_new(directory: Path) -> int:
+        """Lock a directory this process has just made; on failure remove it again."""
+        try:
+            fd = _lock(directory)
+            if fd is None:  # nobody else can know of it yet
+                raise OSError(errno.EBUSY, f"{directory} is locked")
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return fd
+
+    def release(self, keep: bool) -> Path:
+        """End ownership. ``keep``: the run has something to keep, so it stays (and replaces the old run, if
+        any). Not ``keep``: what this process created is removed and an old run is left as it was. Signals are
+        held off meanwhile, so a second Ctrl-C cannot leave a half-swapped directory. Returns where the run is."""
+        if self._released:
+            return self.final
+        with defer_signals():
+            try:
+                if keep and self.replacing:
+                    old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
+                    os.rename(self.final, old)
+                    os.rename(self.path, self.final)
+                    shutil.rmtree(old, ignore_errors=True)
+                elif not keep:
+                    shutil.rmtree(self.path, ignore_errors=True)
+                    _remove_created(self._created)
+            finally:
+                for fd in self._locks:
+                    os.close(fd)
+                self._released = True
+        return self.final
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the parent directories a claim created, deepest first, each only while it is empty."""
+    for p in reversed(created):
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
+
+# --- the ledger of runs and the summary --------------------------------------------------------------------
+
+
+class Ledger:
+    """Every planned run of an invocation with its status, in plan order.
+
+    Each planned row is a dict with at least ``name``; it starts as ``"not started"``. Wings add their own
+    fields (the numbers a run logged) through :meth:`update`.
+    """
+
+    def __init__(self, planned: Iterable[dict]) -> None:
+        self._rows: dict[str, dict] = {}
+        for row in planned:
+            if row["name"] in self._rows:
+                raise ValueError(f"two planned runs are named {row['name']!r}")
+            self._rows[row["name"]] = {**row, "status": "not started"}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._rows)
+
+    def update(self, name: str, status: str | None = None, **fields: object) -> None:
+        row = self._rows[name]
+        if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"unknown status {status!r}")
+            row["status"] = status
+        row.update(fields)
+
+    def stop(self) -> None:
+        """A signal stopped the invocation: every run still running is interrupted."""
+        for row in self._rows.values():
+            if row["status"] == "running":
+                row["status"] = "interrupted"
+
+    def rows(self) -> list[dict]:
+        return [dict(row) for row in self._rows.values()]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for row in self._rows.values():
+            out[row["status"]] += 1
+        return {k: v for k, v in out.items() if v}
+
+    def has_results(self) -> bool:
+        """Whether any run got far enough to have something to keep."""
+        return any(row["status"] in ("complete", "interrupted", "failed") for row in self._rows.values())
+
+    def outcome(self) -> dict:
+        """The invocation-level fields of a summary: ``status``, ``interrupted``, ``stopped_by``, counts."""
+        counts = self.counts()
+        stopped = any(s in counts for s in ("interrupted", "not started", "running"))
+        status = "interrupted" if stopped else ("failed" if "failed" in counts else "complete")
+        return {
+            "status": status,
+            "interrupted": stopped,
+            "stopped_by": signal_name(stopped_by()) if stopped else None,
+            "runs_by_status": counts,
+        }
+
+
+def strict(value: object) -> object:
+    """``value`` with every non-finite float replaced by None and tuples by lists: what strict JSON can hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return strict(value.item())
+    return value
+
+
+def write_summary(run_dir: Path, summary: dict, name: str = "summary.json") -> Path:
+    """Write ``summary`` as strict JSON, atomically (a temporary file renamed into place)."""
+    path = run_dir / name
+    tmp = path.with_name(f".{name}.tmp")
+    tmp.write_text(json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def check_volume(runs: int, scalars: int, allow_large: bool) -> None:
+    """Refuse an invocation that is probably a typo: more than :data:`MAX_RUNS` runs or more than
+    :data:`MAX_EVENT_BYTES` of TensorBoard events, unless ``allow_large``. Raises :class:`UsageError`."""
+    size = scalars * BYTES_PER_SCALAR
+    if allow_large or (runs <= MAX_RUNS and size <= MAX_EVENT_BYTES):
+        return
+    raise UsageError(
+        f"this invocation plans {runs:,} runs and about {fmt_bytes(size)} of TensorBoard events "
+        f"({scalars:,} scalars): if that is what you want, pass --allow-large"
+    )
+
+
+# --- the end table -----------------------------------------------------------------------------------------
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, a rule under the header row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def mean_std(values: list[float | None], digits: int, sign: str = "") -> str:
+    """``m ± s`` over the finite values (``m`` alone for one), ``n/a`` for none."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "n/a"
+    if len(finite) == 1:
+        return f"{finite[0]:{sign}.{digits}f}"
+    return f"{statistics.fmean(finite):{sign}.{digits}f} ± {statistics.stdev(finite):.{digits}f}"

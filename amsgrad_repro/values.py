@@ -1,0 +1,75 @@
+"""Command-line values every command reads the same way: counts, step-size ranges, seed ranges.
+
+Usage::
+
+    from amsgrad_repro.values import count, lr_values, seed_values
+    count("1e7"), count("10_000_000")      # 10000000, 10000000
+    lr_values("1e-4:1e-1:4")               # [0.0001, 0.001, 0.01, 0.1]
+    seed_values("0:4")                     # [0, 1, 2, 3]
+
+Each raises ``argparse.ArgumentTypeError`` with the text that was wrong, so argparse reports it on one line.
+They live here, below every command, so that the synthetic and the real-data commands share them, with
+:func:`add_output_flags`, the output flags every command that writes runs takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def count(text: str) -> int:
+    """An integer that may be written ``10_000_000`` or ``1e7``."""
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    return int(value)
+
+
+def lr_values(text: str) -> list[float]:
+    """``1e-3`` → [0.001]; ``1e-4:1e-1:4`` → 4 log-spaced values from 1e-4 to 1e-1 inclusive."""
+    try:
+        if ":" not in text:
+            return [float(text)]
+        start, stop, n_text = text.split(":")
+        lo, hi, n = float(start), float(stop), int(n_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a step size or START:STOP:N range: {text!r}") from None
+    if n < 1 or lo <= 0 or hi <= 0:
+        raise argparse.ArgumentTypeError(f"a range START:STOP:N needs START, STOP > 0 and N >= 1: {text!r}")
+    if n == 1:
+        return [lo]
+    return [float(f"{lo * (hi / lo) ** (k / (n - 1)):.6g}") for k in range(n)]
+
+
+def seed_values(text: str) -> list[int]:
+    """``3`` → [3]; ``0:5`` → [0, 1, 2, 3, 4] (START inclusive, STOP exclusive, like Python's range).
+    An empty range (``5:2``) is an error, not zero runs."""
+    if ":" not in text:
+        return [count(text)]
+    start, _, stop = text.partition(":")
+    values = list(range(count(start), count(stop)))
+    if not values:
+        raise argparse.ArgumentTypeError(f"empty seed range {text!r}: START:STOP needs START < STOP")
+    return values
+
+
+def add_output_flags(g: argparse._ActionsContainer) -> None:
+    """``--overwrite``, ``--allow-large``, ``--no-progress``: the same in every command that writes runs."""
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run directory of the same name (only once the new run has something to keep)",
+    )
+    g.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="go on when the invocation plans more than 10,000 runs or about 2 GB of TensorBoard events",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
