@@ -1,16 +1,18 @@
-"""Command line: ``python -m amsgrad_repro {online,stochastic} [flags]`` (also installed as ``amsgrad-repro``).
+"""Command line: ``python -m amsgrad_repro COMMAND [flags]`` (also installed as ``amsgrad-repro``).
 
 Usage::
 
     python -m amsgrad_repro online --steps 20000 --run-name quick
     python -m amsgrad_repro stochastic --seed 3 --optimizers adam amsgrad torch.optim.SGD
+    python -m amsgrad_repro mlp                    # Figure 2: Adam vs AMSGrad on MNIST (embedded subset if need be)
+    python -m amsgrad_repro logreg --data fashion-mnist --lr 1e-3:1e-1:3 --beta2 0.99 0.999 --seed 0:3
     python -m amsgrad_repro online --help          # every flag with its default
     python -m amsgrad_repro bench                  # Trial vs fused engine, steps per second
     python -m amsgrad_repro plot logs/online/RUN logs/stochastic/RUN     # Figure 1 as PNG and SVG
     python -m amsgrad_repro phase                  # heat maps over a (β1, β2) grid
 
-Bad input prints one line on stderr and exits with status 2; nothing is written. Ctrl-C exits with 130 after
-writing what was done.
+Bad input prints one line on stderr and exits with status 2; nothing is written. Ctrl-C exits with 130 and
+SIGTERM with 143, after writing what was done.
 """
 
 from __future__ import annotations
@@ -140,6 +142,110 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     add_output_flags(g)
 
 
+_REAL_HELP = {
+    "logreg": "logistic regression on MNIST-format data, α_t = α/√t (Figure 2, left)",
+    "mlp": "784 → 100 ReLU → 10 network on MNIST-format data, constant α (Figure 2, centre)",
+    "cifarnet": "CIFARNET on CIFAR-10 (or any data set below), constant α (Figure 2, right)",
+}
+
+
+def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
+    from .realdata.data import DATA_SETS, ENV
+    from .realdata.experiment import MODEL_DEFAULTS, RealConfig
+
+    d, own = RealConfig(), MODEL_DEFAULTS[model]
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=DATA_SETS, default=own["data"], help="which data set")
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help=f"where the data set's files are (default: ${ENV} if set, else ./data, ~/data, ~/.keras/datasets, "
+        "/usr/share/datasets, else for mnist the embedded 5,000-digit subset)",
+    )
+    g = p.add_argument_group("grid (every optimizer × lr × β2 × seed is one run)")
+    names = ", ".join([*ZOO, *ALIASES])
+    g.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=list(d.optimizers),
+        metavar="SPEC",
+        help=f"NAME or NAME,key=value,... with NAME one of {names}, or torch.optim.<Class>",
+    )
+    g.add_argument(
+        "--lr",
+        type=lr_values,
+        nargs="+",
+        default=None,
+        metavar="LR",
+        help=f"α: values or START:STOP:N, log-spaced (default: {own['lr']:g})",
+    )
+    g.add_argument("--beta1", type=float, default=None, help="β1 (default: each optimizer's own, 0.9)")
+    g.add_argument(
+        "--beta2",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="B2",
+        help="β2 values, e.g. the paper's grid 0.99 0.999 (default: each optimizer's own, 0.99)",
+    )
+    g.add_argument(
+        "--eps", type=float, default=None, help="ε (default: each optimizer's own; 1e-8 for amsgrad-paper and adamnc)"
+    )
+    g.add_argument(
+        "--seed",
+        type=seed_values,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="initial weights, batch order and dropout; values or START:STOP, STOP excluded (default: 0)",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument("--iterations", type=count, default=own["iterations"], help="minibatch iterations per run")
+    g.add_argument("--batch-size", type=count, default=d.batch_size, help="minibatch size")
+    g.add_argument(
+        "--lr-schedule", choices=["constant", "sqrt"], default=own["lr_schedule"], help="α_t = α or α/√t (t 1-based)"
+    )
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: cuda if available")
+    g.add_argument("--threads", type=count, default=None, help="torch CPU threads (default: torch's own)")
+    g = p.add_argument_group("output")
+    g.add_argument("--logdir", default=d.logdir, help="TensorBoard root; runs go to LOGDIR/MODEL/RUN_NAME/SPEC[/..]")
+    g.add_argument("--run-name", default=None, help="run directory name (default: a timestamp)")
+    g.add_argument("--log-every", type=count, default=d.log_every, help="write the mean training loss every N")
+    g.add_argument(
+        "--eval-every", type=count, default=d.eval_every, help="test loss and accuracy every N (and at the end)"
+    )
+    add_output_flags(g)
+
+
+def real_config_from_args(args: argparse.Namespace):
+    from .realdata.experiment import RealConfig
+
+    return RealConfig(
+        model=args.command,
+        data=args.data,
+        data_dir=args.data_dir,
+        optimizers=tuple(args.optimizers),
+        lrs=_flatten(args.lr),
+        beta1=args.beta1,
+        beta2s=None if args.beta2 is None else tuple(args.beta2),
+        eps=args.eps,
+        seeds=_flatten(args.seed) or (0,),
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr_schedule=args.lr_schedule,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        device=args.device,
+        threads=args.threads,
+        logdir=args.logdir,
+        run_name=args.run_name,
+        overwrite=args.overwrite,
+        progress=False if args.no_progress else None,
+        allow_large=args.allow_large,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -158,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     for setting, text in helps.items():
         p = sub.add_parser(setting, help=text, description=text, formatter_class=_Formatter)
         _add_run_flags(p, setting)
+    for model, text in _REAL_HELP.items():
+        _add_real_flags(sub.add_parser(model, help=text, description=text, formatter_class=_Formatter), model)
     from . import bench
 
     text = "time the Trial path against the fused engine (steps/s and their ratio)"
@@ -227,7 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command in ("bench", "phase", "plot"):
                 return importlib.import_module(f".{args.command}", __package__).run(args)
-            summary = run(config_from_args(args))
+            if args.command in _REAL_HELP:
+                from .realdata.experiment import run as run_real
+
+                summary = run_real(real_config_from_args(args))
+            else:
+                summary = run(config_from_args(args))
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2

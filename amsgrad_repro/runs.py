@@ -424,11 +424,12 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def mean_std(values: list[float | None], digits: int, sign: str = "") -> str:
-    """``m ± s`` over the finite values (``m`` alone for one), ``n/a`` for none."""
+def mean_std(values: list[float | None], digits: int, sign: str = "", kind: str = "f") -> str:
+    """``m ± s`` over the finite values (``m`` alone for one), ``n/a`` for none. ``kind`` is the format type:
+    ``f`` for ``digits`` decimals, ``g`` for ``digits`` significant digits."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return "n/a"
     if len(finite) == 1:
-        return f"{finite[0]:{sign}.{digits}f}"
-    return f"{statistics.fmean(finite):{sign}.{digits}f} ± {statistics.stdev(finite):.{digits}f}"
+        return f"{finite[0]:{sign}.{digits}{kind}}"
+    return f"{statistics.fmean(finite):{sign}.{digits}{kind}} ± {statistics.stdev(finite):.{digits}{kind}}"

@@ -36,7 +36,10 @@ from torchbearer.bases import Callback, Metric
 from torchbearer.callbacks.tensor_board import AbstractTensorBoard
 from torchbearer.metrics import to_dict
 
+from .callbacks import Progress
 from .problems import LinearProblem
+
+__all__ = ["Progress", "Projection", "ScalarLogger", "build_trial", "linear_loss", "load_step"]
 
 #: State key for x_t, the point played at step t (read before the optimizer moves it).
 PLAYED = torchbearer.state_key("played_x")
@@ -165,27 +168,6 @@ class ScalarLogger(AbstractTensorBoard):
 
     def on_end(self, state: dict) -> None:
         self.close()
-
-
-class Progress(Callback):
-    """Advances a tqdm bar by ``every`` steps at a time (and by the remainder at the end). Reads ``state[X]``."""
-
-    def __init__(self, bar, every: int = 1000) -> None:
-        self.bar, self.every, self.shown = bar, every, 0
-
-    def on_step_training(self, state: dict) -> None:
-        t = state[torchbearer.X]
-        if t - self.shown >= self.every:
-            self.bar.update(t - self.shown)
-            self.shown = t
-
-    def on_end(self, state: dict) -> None:
-        self.flush(state[torchbearer.X] if torchbearer.X in state else self.shown)
-
-    def flush(self, t: int) -> None:
-        if t > self.shown:
-            self.bar.update(t - self.shown)
-            self.shown = t
 
 
 def build_trial(

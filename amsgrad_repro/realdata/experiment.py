@@ -1,0 +1,433 @@
+"""One real-data invocation: a model, a data set, a grid of optimizer × lr × β2 × seed, one run directory.
+
+Usage::
+
+    from amsgrad_repro.realdata.experiment import RealConfig, run
+    summary = run(RealConfig("mlp", iterations=2000, run_name="demo"))
+    summary = run(RealConfig("logreg", optimizers=("adam", "amsgrad"), lrs=(1e-3, 1e-2), beta2s=(0.99, 0.999),
+                             seeds=(0, 1, 2)))
+
+Layout written::
+
+    <logdir>/<model>/<run-name>/<optimizer>[/lr=<lr>][/beta2=<β2>][/seed=<seed>]/events.out.tfevents.*
+    <logdir>/<model>/<run-name>/summary.json
+
+A level appears only when the invocation sweeps it. Every run writes ``train_loss``, ``test_loss`` and
+``test_accuracy`` keyed by iteration t, so TensorBoard overlays all of them.
+
+The grid is the paper's: every optimizer at every (lr, β2) cell, each cell over the seeds. A run's seed fixes
+its initial weights, its minibatch order and its dropout masks, so within a seed every optimizer starts from the
+same weights and sees the same batches. The summary gives, per optimizer, each cell as mean ± sd over its
+complete runs, and the best cell by final training loss (what ``plot`` draws).
+
+Choices the paper leaves open (beyond the models', see :mod:`.models`):
+
+- **iterations, α, ε**: not stated. Defaults per model are in :data:`MODEL_DEFAULTS`; ε is each optimizer's own,
+  except that ``amsgrad-paper`` and ``adamnc`` (ε = 0 in the paper) get ε = 1e-8 here unless told otherwise:
+  real gradients are exactly 0 for inputs that never light up (MNIST's border pixels), and 0/√0 is NaN.
+- **α_t**: α/√t for logreg and constant α for the others (the paper's), for every optimizer, through
+  :class:`.trial.SqrtDecay`; ``--lr-schedule`` changes it.
+- **training loss**: the mean minibatch loss over the last ``log_every`` iterations (the paper plots a training
+  loss without saying which); the test loss is over the whole test set, dropout off.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..optimizers import ALIASES, Choice, parse_spec, resolve
+from ..runs import Ledger, RunDir, UsageError, check_volume, fmt_duration, mean_std, table, write_summary
+from .data import DATA_SETS, DataSet, load
+from .models import MODELS, build_model
+
+#: per model: default data set, iterations, step size and α schedule
+MODEL_DEFAULTS = {
+    "logreg": {"data": "mnist", "iterations": 3000, "lr": 1e-2, "lr_schedule": "sqrt"},
+    "mlp": {"data": "mnist", "iterations": 3000, "lr": 1e-3, "lr_schedule": "constant"},
+    "cifarnet": {"data": "cifar10", "iterations": 5000, "lr": 1e-3, "lr_schedule": "constant"},
+}
+#: ε for optimizers whose own default is 0 (amsgrad-paper, adamnc), on real data
+REAL_DATA_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class RealConfig:
+    """One invocation. ``None`` means the model's default (:data:`MODEL_DEFAULTS`) or the optimizer's own."""
+
+    model: str = "mlp"
+    data: str | None = None
+    data_dir: str | None = None
+    optimizers: tuple[str, ...] = ("adam", "amsgrad")
+    lrs: tuple[float, ...] | None = None
+    beta1: float | None = None
+    beta2s: tuple[float, ...] | None = None
+    eps: float | None = None
+    seeds: tuple[int, ...] = (0,)
+    iterations: int | None = None
+    batch_size: int = 128
+    lr_schedule: str | None = None
+    log_every: int = 50
+    eval_every: int = 250
+    device: str = "auto"
+    threads: int | None = None
+    logdir: str = "logs"
+    run_name: str | None = None
+    overwrite: bool = False
+    progress: bool | None = None  # None: a bar only on a terminal
+    allow_large: bool = False
+
+    def resolved(self) -> RealConfig:
+        """This config with the model's defaults filled in."""
+        d = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["mlp"])
+        return RealConfig(
+            **(
+                asdict(self)
+                | {
+                    "data": self.data or d["data"],
+                    "iterations": self.iterations if self.iterations is not None else d["iterations"],
+                    "lrs": self.lrs if self.lrs is not None else (d["lr"],),
+                    "lr_schedule": self.lr_schedule or d["lr_schedule"],
+                    "optimizers": tuple(self.optimizers),
+                    "seeds": tuple(self.seeds),
+                }
+            )
+        )
+
+
+@dataclass(frozen=True)
+class RealRun:
+    """One run of the grid: its name (a path under the run directory), optimizer, lr, β2 (None when the
+    optimizer has none) and seed."""
+
+    name: str
+    choice: Choice
+    lr: float | None
+    beta2: float | None
+    seed: int
+
+
+def _choice(spec: str, overrides: dict, eps_given: bool) -> Choice:
+    choice = resolve(spec, overrides)
+    if choice.hp.get("eps") == 0.0 and not eps_given and "eps" not in parse_spec(spec)[1]:
+        choice = resolve(spec, overrides | {"eps": REAL_DATA_EPS})
+    return choice
+
+
+def plan(cfg: RealConfig) -> list[RealRun]:
+    """Every run of the grid, in order: optimizer, then lr, then β2, then seed. Raises ValueError."""
+    lrs, beta2s, seeds = cfg.lrs or (None,), cfg.beta2s or (None,), cfg.seeds
+    sweep_lr, sweep_b2, sweep_seed = len(lrs) > 1, len(beta2s) > 1, len(seeds) > 1
+    runs = []
+    for spec in cfg.optimizers:
+        own = parse_spec(spec)[1]
+        if "lr_schedule" in own:
+            raise ValueError(f"{spec}: on real data the α schedule is --lr-schedule, for every optimizer")
+        base = {"beta1": cfg.beta1, "eps": cfg.eps}
+        takes_beta2 = "beta2" in resolve(spec).hp and "beta2" not in own
+        for lr in (None,) if "lr" in own else lrs:
+            for beta2 in beta2s if takes_beta2 else (None,):
+                choice = _choice(spec, base | {"lr": lr, "beta2": beta2}, cfg.eps is not None)
+                for seed in seeds:
+                    name = spec
+                    if sweep_lr and "lr" not in own:
+                        name += f"/lr={lr:g}"
+                    if sweep_b2 and takes_beta2:
+                        name += f"/beta2={beta2:g}"
+                    if sweep_seed:
+                        name += f"/seed={seed}"
+                    runs.append(RealRun(name, choice, choice.hp.get("lr"), choice.hp.get("beta2"), seed))
+    return runs
+
+
+def _canonical(spec: str) -> str:
+    """The spec with an alias replaced by the name it stands for (``amsgrad`` → ``amsgrad-pytorch``)."""
+    name, sep, rest = spec.partition(",")
+    return ALIASES.get(name, name) + sep + rest
+
+
+def _device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: this torch build or machine has no CUDA device (use cpu or auto)")
+    if requested not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    return requested
+
+
+def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
+    """Check everything that can be checked without data; raise :class:`UsageError`. Returns the config with
+    defaults filled in, the planned runs and the device."""
+    if cfg.model not in MODELS:
+        raise UsageError(f"unknown model {cfg.model!r}: choose from {', '.join(MODELS)}")
+    cfg = cfg.resolved()
+    labels = [_canonical(s) for s in cfg.optimizers]
+    checks = [
+        (cfg.data in DATA_SETS, f"--data must be one of {', '.join(DATA_SETS)}, got {cfg.data!r}"),
+        (cfg.iterations >= 1, f"--iterations must be a positive integer, got {cfg.iterations}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}"),
+        (cfg.eval_every >= 1, f"--eval-every must be >= 1, got {cfg.eval_every}"),
+        (all(math.isfinite(lr) and lr > 0 for lr in cfg.lrs), f"--lr values must be > 0, got {list(cfg.lrs)}"),
+        (len(set(cfg.lrs)) == len(cfg.lrs), f"--lr has a repeated value: {list(cfg.lrs)}"),
+        (all(0 <= b < 1 for b in cfg.beta2s or ()), f"--beta2 values must lie in [0, 1), got {cfg.beta2s}"),
+        (len(set(cfg.beta2s or ())) == len(cfg.beta2s or ()), f"--beta2 has a repeated value: {cfg.beta2s}"),
+        (cfg.beta1 is None or 0 <= cfg.beta1 < 1, f"--beta1 must lie in [0, 1), got {cfg.beta1}"),
+        (cfg.eps is None or (math.isfinite(cfg.eps) and cfg.eps >= 0), f"--eps must be >= 0, got {cfg.eps}"),
+        (len(cfg.seeds) >= 1 and all(s >= 0 for s in cfg.seeds), "--seed values must be >= 0"),
+        (len(set(cfg.seeds)) == len(cfg.seeds), f"--seed has a repeated value: {list(cfg.seeds)}"),
+        (len(cfg.optimizers) >= 1, "--optimizers needs at least one name"),
+        (all("/" not in s for s in cfg.optimizers), "an optimizer spec cannot contain '/'"),
+        (len(set(labels)) == len(labels), f"--optimizers names one optimizer twice: {list(cfg.optimizers)}"),
+        (cfg.lr_schedule in ("constant", "sqrt"), f"--lr-schedule must be constant or sqrt, got {cfg.lr_schedule}"),
+        (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    device = _device(cfg.device)
+    try:
+        runs = plan(cfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return cfg, runs, device
+
+
+def _planned(run: RealRun) -> dict:
+    return {
+        "name": run.name,
+        "optimizer": run.choice.label,
+        "lr": run.lr,
+        "beta2": run.beta2,
+        "seed": run.seed,
+        "final_train_loss": None,
+        "final_test_loss": None,
+        "final_test_accuracy": None,
+        "test_evaluated_at": None,
+        "iterations_done": 0,
+        "seconds": 0.0,
+        "hyperparameters": run.choice.describe(),
+    }
+
+
+def train_one(cfg: RealConfig, data: DataSet, run: RealRun, run_dir: Path, device: str, bar, ledger: Ledger) -> None:
+    """One run through a torchbearer Trial; its numbers go into ``ledger`` as they are known. A signal
+    (KeyboardInterrupt) writes the partial window and propagates; any other error fails this run only."""
+    from ..callbacks import Progress
+    from .trial import Batches, Evaluate, RunLogger, SqrtDecay, build_trial
+
+    model = build_model(cfg.model, data.shape, run.seed)
+    batches = Batches(data.x_train, data.y_train, cfg.batch_size, run.seed, device)
+    logger = RunLogger(str(run_dir / run.name), cfg.log_every, cfg.iterations)
+    progress = Progress(bar, every=min(cfg.log_every, 100))
+    callbacks = [SqrtDecay()] if cfg.lr_schedule == "sqrt" else []
+    callbacks += [Evaluate(data.x_test, data.y_test, cfg.eval_every, cfg.iterations, device), logger, progress]
+    start = time.perf_counter()
+    ledger.update(run.name, "running")
+    status = "complete"
+    try:
+        with torch.random.fork_rng(devices=[] if device == "cpu" else None):
+            torch.manual_seed(run.seed)  # dropout masks: the same for every optimizer of this seed
+            model.to(device)
+            trial = build_trial(model, run.choice.build(model.parameters()), batches, cfg.iterations, callbacks)
+            trial.to(device).run()
+    except KeyboardInterrupt:
+        logger.write_last()
+        status = "interrupted"
+        raise
+    except Exception as e:  # this run fails; the grid goes on
+        status = "failed"
+        ledger.update(run.name, error=f"{type(e).__name__}: {e}")
+    finally:
+        logger.close()
+        progress.flush(logger.step)
+        ledger.update(
+            run.name,
+            status,
+            final_train_loss=logger.last.get("train_loss"),
+            final_test_loss=logger.last.get("test_loss"),
+            final_test_accuracy=logger.last.get("test_accuracy"),
+            test_evaluated_at=logger.last_step.get("test_loss"),
+            iterations_done=logger.step,
+            seconds=time.perf_counter() - start,
+        )
+
+
+def cells(rows: list[dict]) -> list[dict]:
+    """Per (optimizer, lr, β2): mean and sd over complete runs of the final numbers, and the seeds counted."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["optimizer"], r["lr"], r["beta2"]), []).append(r)
+    out = []
+    for (optimizer, lr, beta2), members in groups.items():
+        done = [m for m in members if m["status"] == "complete"]
+        cell = {"optimizer": optimizer, "lr": lr, "beta2": beta2, "runs": len(members), "complete": len(done)}
+        for key in ("final_train_loss", "final_test_loss", "final_test_accuracy"):
+            values = [m[key] for m in done if m[key] is not None and math.isfinite(m[key])]
+            cell[key] = sum(values) / len(values) if values else None
+            cell[key + "_sd"] = _sd(values)
+        cell["names"] = [m["name"] for m in members]
+        out.append(cell)
+    return out
+
+
+def _sd(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def best_cells(grid: list[dict]) -> dict[str, dict]:
+    """Per optimizer, the cell with the lowest mean final training loss (cells with no complete run skipped)."""
+    best: dict[str, dict] = {}
+    for cell in grid:
+        loss = cell["final_train_loss"]
+        if loss is None:
+            continue
+        if cell["optimizer"] not in best or loss < best[cell["optimizer"]]["final_train_loss"]:
+            best[cell["optimizer"]] = cell
+    return best
+
+
+def format_table(summary: dict) -> str:
+    """One row per (optimizer, lr, β2) cell: mean ± sd over complete seeds; ``*`` marks each optimizer's best."""
+    by_name = {r["name"]: r for r in summary["runs"]}
+    best_keys = {(c["optimizer"], c["lr"], c["beta2"]) for c in summary["best"].values()}
+    rows = [("optimizer", "lr", "β2", "seeds", "train loss", "test loss", "test acc", "best")]
+    for cell in summary["cells"]:
+        members = [by_name[n] for n in cell["names"] if by_name[n]["status"] == "complete"]
+        seeds = str(cell["runs"]) if cell["complete"] == cell["runs"] else f"{cell['complete']} of {cell['runs']}"
+        if cell["complete"] < cell["runs"]:
+            states = {by_name[n]["status"] for n in cell["names"]} - {"complete"}
+            seeds += f" ({', '.join(sorted(states))})"
+        rows.append(
+            (
+                cell["optimizer"],
+                "" if cell["lr"] is None else f"{cell['lr']:g}",
+                "" if cell["beta2"] is None else f"{cell['beta2']:g}",
+                seeds,
+                mean_std([m["final_train_loss"] for m in members], 4, kind="g"),
+                mean_std([m["final_test_loss"] for m in members], 4, kind="g"),
+                mean_std([m["final_test_accuracy"] for m in members], 4),
+                "*" if (cell["optimizer"], cell["lr"], cell["beta2"]) in best_keys else "",
+            )
+        )
+    return table(rows)
+
+
+def _header(cfg: RealConfig, data: DataSet, runs: list[RealRun], run_dir: RunDir, device: str, out: TextIO) -> None:
+    from .models import parameter_count
+
+    params = parameter_count(build_model(cfg.model, data.shape, 0))
+    print(
+        f"amsgrad_repro {cfg.model}: {cfg.iterations:,} iterations × {len(runs)} run(s), batch {cfg.batch_size}, "
+        f"α_t = {'α/√t' if cfg.lr_schedule == 'sqrt' else 'α'}; optimizers {', '.join(cfg.optimizers)}",
+        file=out,
+    )
+    c, h, w = data.shape
+    print(
+        f"  data: {data.name} from {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test, "
+        f"{c}×{h}×{w}; model {params:,} parameters on {device}",
+        file=out,
+    )
+    if data.note:
+        print(f"  {data.note}", file=out)
+    replacing = " (replacing the old run once this one has something to keep)" if run_dir.replacing else ""
+    print(f"  writing to {run_dir.final}{replacing}", file=out)
+
+
+def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -> dict:
+    """Validate, load the data, train every run of the grid, write events and summary.json, print a table.
+
+    Raises :class:`UsageError` (nothing written) on bad input or missing data. Returns the summary; its
+    ``interrupted`` field is true if a signal stopped the invocation, and every planned run is listed with
+    its status. Call it inside :func:`amsgrad_repro.runs.handle_signals` for SIGTERM to stop it like Ctrl-C.
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    cfg, runs, device = validate(cfg)
+    data = load(cfg.data, cfg.data_dir)
+    if cfg.batch_size > len(data.y_train):
+        raise UsageError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(data.y_train):,})")
+    if cfg.model == "cifarnet" and min(data.shape[1:]) < 4:
+        raise UsageError(f"cifarnet needs images of at least 4×4, {data.name} has {data.shape[1]}×{data.shape[2]}")
+    points = -(-cfg.iterations // cfg.log_every) + 2 * -(-cfg.iterations // cfg.eval_every) + 3
+    check_volume(len(runs), points * len(runs), cfg.allow_large)
+    run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    ledger = Ledger(_planned(r) for r in runs)
+    start = time.perf_counter()
+    try:
+        _header(cfg, data, runs, run_dir, device, out)
+        out.flush()
+        disable = None if cfg.progress is None else not cfg.progress
+        total = cfg.iterations * len(runs)
+        with tqdm(total=total, unit="it", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
+            for r in runs:
+                bar.set_description(r.name)
+                train_one(cfg, data, r, run_dir.path, device, bar, ledger)
+    except KeyboardInterrupt:
+        ledger.stop()
+    except BaseException:
+        run_dir.release(keep=False)
+        raise
+    elapsed = time.perf_counter() - start
+    rows = ledger.rows()
+    grid = cells(rows)
+    summary = {
+        "model": cfg.model,
+        "data": data.describe(),
+        "iterations": cfg.iterations,
+        "config": {
+            "optimizers": list(cfg.optimizers),
+            "lrs": list(cfg.lrs),
+            "beta1": cfg.beta1,
+            "beta2s": None if cfg.beta2s is None else list(cfg.beta2s),
+            "eps": cfg.eps,
+            "seeds": list(cfg.seeds),
+            "batch_size": cfg.batch_size,
+            "lr_schedule": cfg.lr_schedule,
+            "log_every": cfg.log_every,
+            "eval_every": cfg.eval_every,
+            "device": device,
+            "threads": torch.get_num_threads(),
+            "run_dir": str(run_dir.final),
+        },
+        "runs": rows,
+        "cells": grid,
+        "best": best_cells(grid),
+        **ledger.outcome(),
+        "elapsed_seconds": elapsed,
+        "version": __version__,
+    }
+    keep = any(r["iterations_done"] > 0 for r in rows)
+    if keep:
+        write_summary(run_dir.path, summary)
+    final = run_dir.release(keep=keep)
+    print(format_table(summary), file=out)
+    for r in rows:
+        if r["status"] == "failed":
+            print(f"run {r['name']} failed: {r.get('error')}", file=err)
+    if not keep:
+        print("stopped before any iteration was done: nothing kept", file=out)
+    elif summary["interrupted"]:
+        counts = ", ".join(f"{n} {s}" for s, n in summary["runs_by_status"].items())
+        print(f"interrupted ({counts}); partial results in {final / 'summary.json'}", file=out)
+    else:
+        print(f"done in {fmt_duration(elapsed)}; summary: {final / 'summary.json'}", file=out)
+    print(f"view: tensorboard --logdir {cfg.logdir}", file=out)
+    return summary
+
+
+__all__ = ["MODEL_DEFAULTS", "RealConfig", "RealRun", "format_table", "plan", "run", "validate"]

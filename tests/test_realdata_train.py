@@ -1,0 +1,285 @@
+"""Real-data models and training: docstring numbers, α/√t, identical starts, lockstep against a plain torch loop,
+the commands end to end (TensorBoard read back, summary = last logged values, reruns bit-identical), the grid,
+bad input, and a SIGTERM mid-grid."""
+
+import json
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchbearer
+
+from amsgrad_repro.cli import main
+from amsgrad_repro.realdata.data import embedded
+from amsgrad_repro.realdata.models import MLP, CIFARNet, LogisticRegression, build_model, parameter_count, to_input
+from amsgrad_repro.realdata.trial import Batches, SqrtDecay, batch_indices, build_trial
+
+DATA = embedded()
+
+
+def _docstring_counts(cls) -> list[int]:
+    return [int(n.replace(",", "")) for n in re.findall(r"\*\*([\d,]+)\*\*", cls.__doc__)]
+
+
+@pytest.mark.parametrize(
+    ("cls", "shapes"),
+    [
+        (LogisticRegression, [(1, 28, 28)]),
+        (MLP, [(1, 28, 28)]),
+        (CIFARNet, [(3, 32, 32), (1, 28, 28)]),
+    ],
+)
+def test_parameter_counts_and_shapes_are_the_docstrings(cls, shapes):
+    assert len(_docstring_counts(cls)) == len(shapes)
+    for shape, documented in zip(shapes, _docstring_counts(cls), strict=True):
+        model = cls(shape)
+        assert parameter_count(model) == documented
+        assert model(torch.zeros(3, *shape)).shape == (3, 10)
+
+
+def test_cifarnet_keeps_size_through_same_padding():
+    model = CIFARNet((3, 32, 32))
+    assert model.features(torch.zeros(1, 3, 32, 32)).shape == (1, 64, 8, 8)
+
+
+def test_initial_weights_and_batches_are_pure_functions_of_the_seed():
+    a, b, c = (build_model("mlp", (1, 28, 28), s) for s in (3, 3, 4))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+    batches = Batches(DATA.x_train, DATA.y_train, 128, seed=5)
+    for t in (1, 2, 31, 32, 33, 100):
+        assert torch.equal(batches.indices(t), torch.from_numpy(batch_indices(5, t, 4000, 128)))
+    # an epoch is a permutation of the training set, minus the n mod B samples that do not fill a batch
+    epoch = np.concatenate([batch_indices(5, t, 4000, 128) for t in range(1, 32)])
+    assert len(set(epoch.tolist())) == 31 * 128 and not np.array_equal(epoch, batch_indices(6, 1, 4000, 128))
+
+
+def test_sqrt_decay_is_exact_at_the_first_iterations():
+    model = build_model("logreg", (1, 28, 28), 0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    seen = []
+
+    class Record(torchbearer.Callback):
+        def on_sample(self, state):
+            seen.append(state[torchbearer.OPTIMIZER].param_groups[0]["lr"])
+
+    batches = Batches(DATA.x_train, DATA.y_train, 16, 0)
+    build_trial(model, opt, batches, 10, [SqrtDecay(), Record()]).run()
+    assert seen == [0.03 / math.sqrt(t) for t in range(1, 11)]
+    assert seen[0] == 0.03 and seen[3] == 0.015
+
+
+def _plain_loop(model, opt, seed, steps, sqrt_alpha=None):
+    """The reference, written here without torchbearer: per-step losses and the final parameters."""
+    x, y = torch.from_numpy(DATA.x_train), torch.from_numpy(DATA.y_train)
+    losses = []
+    for t in range(1, steps + 1):
+        if sqrt_alpha is not None:
+            for g in opt.param_groups:
+                g["lr"] = sqrt_alpha / math.sqrt(t)
+        idx = torch.from_numpy(batch_indices(seed, t, len(y), 128))
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x[idx].float() / 255), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize(
+    ("model_name", "make", "sqrt_alpha"),
+    [
+        ("mlp", lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.9, 0.99)), None),
+        ("mlp", lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.9, 0.99), amsgrad=True), None),
+        ("logreg", lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.9, 0.99), amsgrad=True), 1e-2),
+    ],
+    ids=["mlp-adam", "mlp-amsgrad", "logreg-amsgrad-sqrt"],
+)
+def test_trial_equals_a_plain_loop_exactly_at_every_step(model_name, make, sqrt_alpha):
+    steps = 40
+    ref_model = build_model(model_name, (1, 28, 28), 7)
+    ref_losses = _plain_loop(ref_model, make(ref_model.parameters()), 7, steps, sqrt_alpha)
+    model = build_model(model_name, (1, 28, 28), 7)
+    losses, params = [], []
+
+    class Record(torchbearer.Callback):
+        def on_step_training(self, state):
+            losses.append(state[torchbearer.LOSS].item())
+            params.append([p.detach().clone() for p in model.parameters()])
+
+    callbacks = ([SqrtDecay()] if sqrt_alpha else []) + [Record()]
+    build_trial(model, make(model.parameters()), Batches(DATA.x_train, DATA.y_train, 128, 7), steps, callbacks).run()
+    assert losses == ref_losses  # bit for bit, every step
+    assert all(torch.equal(p, q) for p, q in zip(params[-1], ref_model.parameters(), strict=True))
+    assert to_input(torch.tensor([255], dtype=torch.uint8)).item() == 1.0
+
+
+# --- the commands end to end ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    """A CIFAR-10 python directory in the real format: five training batches and a test batch of 8 images."""
+    import pickle
+
+    root = tmp_path_factory.mktemp("cifar")
+    d = root / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for name in [*(f"data_batch_{k}" for k in range(1, 6)), "test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 8).tolist()}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return root
+
+
+COMMANDS = {
+    "logreg": ["logreg", "--iterations", "60", "--log-every", "10", "--eval-every", "25"],
+    "mlp": ["mlp", "--iterations", "60", "--log-every", "10", "--eval-every", "25"],
+    "cifarnet": ["cifarnet", "--iterations", "6", "--batch-size", "8", "--log-every", "2", "--eval-every", "4"],
+}
+
+
+@pytest.mark.parametrize("model", list(COMMANDS))
+def test_end_to_end_events_summary_and_bit_identical_rerun(tmp_path, model, tiny_cifar, read_scalars, read_summary):
+    argv = [*COMMANDS[model], "--logdir", str(tmp_path), "--no-progress"]
+    if model == "cifarnet":
+        argv += ["--data-dir", str(tiny_cifar), "--threads", "1"]
+    assert main([*argv, "--run-name", "a"]) == 0
+    assert main([*argv, "--run-name", "b"]) == 0
+    a, b = read_summary(tmp_path / model / "a"), read_summary(tmp_path / model / "b")
+    steps = int(argv[argv.index("--iterations") + 1])
+    log_every = int(argv[argv.index("--log-every") + 1])
+    eval_every = int(argv[argv.index("--eval-every") + 1])
+    assert a["model"] == model and a["status"] == "complete" and a["iterations"] == steps
+    assert a["data"]["name"] == ("cifar10" if model == "cifarnet" else "mnist") and len(a["data"]["sha256"]) == 64
+    assert [r["name"] for r in a["runs"]] == ["adam", "amsgrad"]
+    for run in a["runs"]:
+        assert run["status"] == "complete" and run["iterations_done"] == steps
+        scalars = read_scalars(tmp_path / model / "a" / run["name"])
+        assert set(scalars) == {"train_loss", "test_loss", "test_accuracy"}
+        assert [s for s, _ in scalars["train_loss"]] == [*range(log_every, steps + 1, log_every)]
+        evals = sorted({*range(eval_every, steps + 1, eval_every), steps})
+        assert [s for s, _ in scalars["test_loss"]] == evals == [s for s, _ in scalars["test_accuracy"]]
+        # summary.json = the last logged values (TensorBoard stores float32)
+        assert scalars["train_loss"][-1][1] == pytest.approx(run["final_train_loss"], rel=1e-6)
+        assert scalars["test_loss"][-1][1] == pytest.approx(run["final_test_loss"], rel=1e-6)
+        assert scalars["test_accuracy"][-1][1] == pytest.approx(run["final_test_accuracy"], rel=1e-6)
+        assert run["test_evaluated_at"] == steps
+        # the same seed again: bit-identical numbers, in the summary and in every event
+        twin = next(r for r in b["runs"] if r["name"] == run["name"])
+        for key in ("final_train_loss", "final_test_loss", "final_test_accuracy"):
+            assert run[key] == twin[key]
+        assert read_scalars(tmp_path / model / "b" / run["name"]) == scalars
+    assert a["best"]["adam"]["names"] == ["adam"]
+
+
+def test_every_optimizer_starts_from_the_same_weights_and_sees_the_same_batches(tmp_path, read_scalars):
+    # a step of 1e-30 cannot move a float32 weight, so each loss depends on the initial weights and batch t only
+    argv = ["mlp", "--iterations", "40", "--log-every", "1", "--eval-every", "40", "--logdir", str(tmp_path)]
+    argv += ["--run-name", "same", "--no-progress", "--optimizers", "sgd", "momentum", "--lr", "1e-30"]
+    assert main(argv) == 0
+    sgd = read_scalars(tmp_path / "mlp/same/sgd")["train_loss"]
+    momentum = read_scalars(tmp_path / "mlp/same/momentum")["train_loss"]
+    assert len(sgd) == 40 and sgd == momentum
+    assert len({v for _, v in sgd}) > 30  # and the batches do differ from one iteration to the next
+
+
+def test_the_grid_names_cells_and_best(tmp_path, read_summary, capsys):
+    argv = ["logreg", "--iterations", "12", "--log-every", "4", "--eval-every", "12", "--logdir", str(tmp_path)]
+    argv += ["--run-name", "grid", "--no-progress", "--optimizers", "adam", "amsgrad-paper", "sgd"]
+    argv += ["--lr", "1e-3:1e-1:2", "--beta2", "0.99", "0.999", "--seed", "0:2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    s = read_summary(tmp_path / "logreg/grid")
+    names = [r["name"] for r in s["runs"]]
+    # adam and amsgrad-paper: 2 lr × 2 β2 × 2 seeds; sgd has no β2: 2 lr × 2 seeds
+    assert len(names) == 8 + 8 + 4 and "adam/lr=0.001/beta2=0.999/seed=1" in names and "sgd/lr=0.1/seed=0" in names
+    assert all((tmp_path / "logreg/grid" / n).is_dir() for n in names)
+    assert len(s["cells"]) == 4 + 4 + 2 and all(c["complete"] == c["runs"] == 2 for c in s["cells"])
+    for cell in s["cells"]:
+        runs = [r for r in s["runs"] if r["name"] in cell["names"]]
+        losses = [r["final_train_loss"] for r in runs]
+        assert cell["final_train_loss"] == pytest.approx(np.mean(losses))
+        assert cell["final_train_loss_sd"] == pytest.approx(np.std(losses, ddof=1))
+    for optimizer, best in s["best"].items():
+        mine = [c for c in s["cells"] if c["optimizer"] == optimizer]
+        assert best["final_train_loss"] == min(c["final_train_loss"] for c in mine)
+    # amsgrad-paper runs with ε = 1e-8 on real data (0/√0 would be NaN on MNIST's blank pixels)
+    paper = next(r for r in s["runs"] if r["optimizer"] == "amsgrad-paper")
+    assert paper["hyperparameters"]["eps"] == 1e-8 and math.isfinite(paper["final_train_loss"])
+    assert out.count("*") == 3 and "± " in out
+    json.dumps(s, allow_nan=False)
+
+
+BAD = [
+    (["mlp", "--iterations", "0"], "--iterations"),
+    (["mlp", "--batch-size", "0"], "--batch-size"),
+    (["mlp", "--batch-size", "5000"], "larger than the training set (4,000)"),
+    (["mlp", "--eval-every", "0"], "--eval-every"),
+    (["mlp", "--log-every", "0"], "--log-every"),
+    (["mlp", "--data", "svhn"], "invalid choice"),
+    (["mlp", "--data", "cifar10", "--data-dir", "."], "no cifar10 data in"),
+    (["mlp", "--data-dir", "/nonexistent"], "is not a directory"),
+    (["mlp", "--lr", "0"], "--lr"),
+    (["mlp", "--beta2", "1.0"], "--beta2"),
+    (["mlp", "--beta1", "-0.1"], "--beta1"),
+    (["mlp", "--optimizers", "amsgrad", "amsgrad-pytorch"], "names one optimizer twice"),
+    (["mlp", "--optimizers", "adam,lr_schedule=sqrt"], "--lr-schedule"),
+    (["mlp", "--optimizers", "torch.optim.LBFGS"], "cannot run here"),
+    (["mlp", "--seed", "5:2"], "empty seed range"),
+    (["mlp", "--threads", "0"], "--threads"),
+    (["vgg"], "invalid choice"),
+]
+if not torch.cuda.is_available():
+    BAD.append((["mlp", "--device", "cuda"], "no CUDA"))
+
+
+@pytest.mark.parametrize(("argv", "says"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, argv, says):
+    logdir = tmp_path / "logs"
+    try:
+        code = main([*argv, "--logdir", str(logdir), "--no-progress"])
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not logdir.exists()
+
+
+def test_help_shows_every_default():
+    proc = subprocess.run([sys.executable, "-m", "amsgrad_repro", "logreg", "--help"], capture_output=True, text=True)
+    text = " ".join(proc.stdout.split())
+    for flag, default in [("--iterations", "3000"), ("--lr", "0.01"), ("--lr-schedule", "sqrt"), ("--seed", "0"),
+                          ("--batch-size", "128"), ("--eval-every", "250"), ("--log-every", "50"),
+                          ("--data", "mnist"), ("--device", "auto"), ("--optimizers", "adam amsgrad")]:  # fmt: skip
+        assert f"(default: {default})" in text[text.index(flag) :], flag
+
+
+def test_sigterm_mid_grid_keeps_finished_runs_and_says_where_it_stopped(tmp_path, read_scalars, read_summary):
+    argv = ["mlp", "--iterations", "1000000", "--log-every", "20", "--eval-every", "100000", "--threads", "1"]
+    argv += ["--logdir", str(tmp_path), "--run-name", "cut", "--optimizers", "adam", "amsgrad", "sgd"]
+    proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "mlp/cut"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(run_dir.glob("adam/events.*")):
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    s = read_summary(run_dir)
+    assert s["status"] == "interrupted" and s["stopped_by"] == "SIGTERM"
+    assert [r["status"] for r in s["runs"]] == ["interrupted", "not started", "not started"]
+    cut = s["runs"][0]
+    scalars = read_scalars(run_dir / "adam")
+    assert scalars["train_loss"][-1][0] == cut["iterations_done"] > 0
+    assert scalars["train_loss"][-1][1] == pytest.approx(cut["final_train_loss"], rel=1e-6)
+    assert "interrupted" in out
