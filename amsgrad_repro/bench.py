@@ -5,6 +5,7 @@ Usage::
     python -m amsgrad_repro bench                       # the README's table
     python -m amsgrad_repro bench --trial-steps 5000    # quicker, noisier
     python -m amsgrad_repro bench --memory              # also peak memory of full runs, 1 M vs 10 M steps
+    python -m amsgrad_repro bench --models mlp cifarnet # real-data models (default: logreg mlp)
 
 It times, in this one process and on the same problem and optimizer:
 
@@ -15,6 +16,13 @@ It times, in this one process and on the same problem and optimizer:
 and prints steps per second for each and the ratio fused / Trial. With ``--memory`` it also runs the whole
 CLI (both optimizers, TensorBoard writing) at 1 M and 10 M steps in child processes and prints each one's
 peak resident memory and wall time.
+
+Then, for each real-data model of ``--models``, the time of one training iteration (batch 128, Adam) through
+the torchbearer Trial as the commands build it (loader, loss, :class:`~.realdata.trial.RunLogger` writing
+every 50 iterations, progress callback) against a plain torch loop written here, on the same model, weights
+and batches: ``--real-iterations`` each, alternated three times, the median of each printed with their ratio
+(the Trial's overhead). logreg and mlp train on the embedded MNIST subset; cifarnet on random 3×32×32 images
+(its speed does not depend on the pixels). Test evaluation is left out of both.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 from .experiment import ProblemConfig
 from .fused import FusedRun, simulate
@@ -75,6 +86,56 @@ def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
     return int(rss_kib) / 1024, float(wall), total
 
 
+def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> tuple[float, float]:
+    """(Trial seconds per iteration, plain loop seconds per iteration), medians over ``repeats`` alternations."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from .callbacks import Progress
+    from .realdata.data import embedded
+    from .realdata.models import build_model, to_input
+    from .realdata.trial import Batches, RunLogger, build_trial
+
+    if model_name == "cifarnet":
+        rng = np.random.default_rng(0)
+        x, y = rng.integers(0, 256, (2048, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 2048)
+    else:
+        data = embedded()
+        x, y = data.x_train, data.y_train
+    shape = tuple(x.shape[1:])
+    batches = Batches(x, y, 128, seed=0)
+
+    def plain() -> float:
+        model = build_model(model_name, shape, 0)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        start = time.perf_counter()
+        for t in range(1, iterations + 1):
+            idx = batches.indices(t)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(to_input(batches.x[idx])), batches.y[idx])
+            loss.backward()
+            opt.step()
+            loss.item()
+        return (time.perf_counter() - start) / iterations
+
+    def trial() -> float:
+        model = build_model(model_name, shape, 0)
+        with tempfile.TemporaryDirectory() as logdir, tqdm(total=iterations, disable=True) as bar:
+            callbacks = [RunLogger(logdir, 50, iterations), Progress(bar, 50)]
+            t = build_trial(model, torch.optim.Adam(model.parameters(), lr=1e-3), batches, iterations, callbacks)
+            start = time.perf_counter()
+            t.run()
+            return (time.perf_counter() - start) / iterations
+
+    plain(), trial()  # warm-up: allocator, first-call costs
+    trial_s, plain_s = [], []
+    for _ in range(repeats):
+        plain_s.append(plain())
+        trial_s.append(trial())
+    return statistics.median(trial_s), statistics.median(plain_s)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", choices=["online", "stochastic"], default="online", help="problem to time")
     p.add_argument("--optimizer", choices=list(ZOO), default="amsgrad-pytorch", help="optimizer to time")
@@ -83,12 +144,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=64, help="runs at once for the batched measurement")
     p.add_argument("--memory", action="store_true", help="also time full CLI runs at 1 M and 10 M steps (peak RSS)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON too")
+    p.add_argument(
+        "--models",
+        nargs="*",
+        choices=["logreg", "mlp", "cifarnet"],
+        default=["logreg", "mlp"],
+        help="real-data models to time, Trial against a plain torch loop (none: skip)",
+    )
+    p.add_argument("--real-iterations", type=int, default=300, help="iterations per timing of a real-data model")
+    p.add_argument("--skip-synthetic", action="store_true", help="time only the real-data models")
 
 
 def run(args: argparse.Namespace) -> int:
-    if min(args.trial_steps, args.fused_steps, args.runs) < 1:
-        raise UsageError("bench: --trial-steps, --fused-steps and --runs must be >= 1")
+    if min(args.trial_steps, args.fused_steps, args.runs, args.real_iterations) < 1:
+        raise UsageError("bench: --trial-steps, --fused-steps, --runs and --real-iterations must be >= 1")
+    out: dict = {}
+    if not args.skip_synthetic:
+        out |= _run_synthetic(args)
+    if args.models:
+        out |= _run_real(args)
+    if args.json:
+        print(json.dumps(out))
+    return 0
 
+
+def _run_real(args: argparse.Namespace) -> dict:
+    import torch
+
+    print(
+        f"bench: real-data models, batch 128, Adam, {args.real_iterations} iterations × 3 alternations, "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    rows, out = [], {}
+    for name in args.models:
+        trial_s, plain_s = time_real_iteration(name, args.real_iterations)
+        rows.append((name, f"{trial_s * 1e3:.3f} ms", f"{plain_s * 1e3:.3f} ms", f"{trial_s / plain_s:.3f}"))
+        out[f"{name}_trial_s_per_it"], out[f"{name}_plain_s_per_it"] = trial_s, plain_s
+    header = ("model", "Trial / iteration", "plain loop / iteration", "ratio Trial / plain")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for r in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return out
+
+
+def _run_synthetic(args: argparse.Namespace) -> dict:
     one = [FusedRun.of(args.optimizer)]
     many = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i)) for i in range(args.runs)]
     start = time.perf_counter()
@@ -136,6 +235,4 @@ def run(args: argparse.Namespace) -> int:
             out[f"cli_{steps}_process_s"] = total
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"(this bench process peaked at {own:.0f} MiB)")
-    if args.json:
-        print(json.dumps(out))
-    return 0
+    return out

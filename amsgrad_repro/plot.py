@@ -3,6 +3,7 @@
 Usage::
 
     python -m amsgrad_repro plot logs/online/paper logs/stochastic/paper     # the paper's Figure 1
+    python -m amsgrad_repro plot logs/logreg/fig2 logs/mlp/fig2              # the paper's Figure 2
     python -m amsgrad_repro plot logs/stochastic/sweep --out sweep            # one setting: R_t/t and x_t
     python -m amsgrad_repro plot logs/online/zoo --xscale linear
 
@@ -14,13 +15,15 @@ TensorBoard run per optimizer, lr and seed). The events are read with TensorBoar
 - Runs that differ only by seed are drawn as their mean with a ±1 standard deviation band.
 - By default t is log-scaled in the R_t/t panels (R_t/t starts at hundreds and decays like 1/t, so a linear
   t-axis hides everything but the first steps) and linear in the x_t panels, as in the paper.
+- Real-data run directories (``logreg``, ``mlp``, ``cifarnet``) give Figure 2's layout instead: per run
+  directory, training loss (log scale) and test loss against iterations, one curve per optimizer at its best
+  (lr, β2) cell by final training loss (``--cells all``: every cell), mean ± sd over seeds.
 - The figure is written as PNG and SVG, by default as ``<first run dir>/figure.png`` and ``.svg``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .optimizers import ALIASES, ZOO
-from .runs import UsageError
+from .runs import UsageError, read_scalars, read_summary
 
 _SEED = re.compile(r"^seed=(\d+)$")
 
@@ -58,15 +61,7 @@ def display_name(run: str) -> str:
 
 
 def _read_run(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-    acc.Reload()
-    out = {}
-    for tag in acc.Tags()["scalars"]:
-        events = acc.Scalars(tag)
-        out[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events], dtype=np.float64))
-    return out
+    return {tag: (np.array(s), np.array(v, np.float64)) for tag, (s, v) in read_scalars(path).items()}
 
 
 def load_run_dir(run_dir: Path) -> tuple[str, dict[str, list[Series]]]:
@@ -78,7 +73,7 @@ def load_run_dir(run_dir: Path) -> tuple[str, dict[str, list[Series]]]:
         raise PlotError(f"{run_dir} holds no TensorBoard events (is it a run directory?)")
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
-        setting = json.loads(summary_path.read_text()).get("setting", run_dir.parent.name)
+        setting = read_summary(summary_path).get("setting", run_dir.parent.name)
     else:
         setting = run_dir.parent.name
     groups: dict[str, list[dict]] = {}
@@ -121,6 +116,80 @@ def _draw(ax, series: list[Series], ylabel: str, title: str, xscale: str) -> Non
             lo, hi = float(values.min()), float(values.max())
             pad = 0.05 * (hi - lo or 1.0)
             ax.set_ylim(min(0.0, lo - pad), hi + pad)
+
+
+def is_real_data(run_dir: Path) -> bool:
+    """Whether ``run_dir`` was written by ``logreg``, ``mlp`` or ``cifarnet`` (its summary names a model)."""
+    path = run_dir / "summary.json"
+    return path.is_file() and "model" in read_summary(path)
+
+
+def _cell_label(cell: dict) -> str:
+    parts = [display_name(cell["optimizer"])]
+    if cell["lr"] is not None:
+        parts.append(f"lr={cell['lr']:g}")
+    if cell["beta2"] is not None:
+        parts.append(f"β2={cell['beta2']:g}")
+    return ", ".join(parts)
+
+
+def load_real_run_dir(run_dir: Path, which: str = "best") -> tuple[dict, dict[str, list[Series]]]:
+    """(summary, {"train_loss"|"test_loss": [Series per cell, seeds averaged]}) for a real-data run directory:
+    each optimizer's best cell (``which="best"``, by final training loss) or every cell (``"all"``). A run whose
+    events end before the step summary.json says it reached is reported as damaged."""
+    summary = read_summary(run_dir / "summary.json")
+    if not isinstance(summary.get("cells"), list) or not isinstance(summary.get("best"), dict):
+        raise PlotError(f"{run_dir / 'summary.json'} has no cells or best cells: not a real-data summary")
+    cells = list(summary["best"].values()) if which == "best" else summary["cells"]
+    if not cells:
+        raise PlotError(f"{run_dir} has no complete run to draw")
+    runs = {r["name"]: r for r in summary["runs"]}
+    series: dict[str, list[Series]] = {"train_loss": [], "test_loss": []}
+    for cell in cells:
+        members = [n for n in cell["names"] if runs.get(n, {}).get("status") == "complete"]
+        if not members:
+            continue
+        read = []
+        for name in members:
+            scalars = _read_run(run_dir / name)
+            for tag in ("train_loss", "test_loss", "test_accuracy"):  # a complete run logs each at its end
+                last = int(scalars[tag][0][-1]) if tag in scalars else 0
+                if last != runs[name]["iterations_done"]:
+                    raise PlotError(
+                        f"the {tag} events in {run_dir / name} end at iteration {last}, but summary.json says "
+                        f"{runs[name]['iterations_done']}: the event file is truncated or damaged"
+                    )
+            read.append(scalars)
+        for tag in series:
+            curves = [r[tag] for r in read]
+            n = min(len(c[0]) for c in curves)
+            values = np.stack([c[1][:n] for c in curves])
+            std = values.std(axis=0, ddof=1) if len(curves) > 1 else None
+            series[tag].append(Series(_cell_label(cell), curves[0][0][:n], values.mean(axis=0), std, len(curves)))
+    return summary, series
+
+
+def make_real_figure(run_dirs: list[Path], which: str = "best"):
+    """The paper's Figure 2 layout: for each run directory (one model each), training loss and test loss
+    against iterations, one curve per optimizer (its best cell, or every cell), mean ± sd bands over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loaded = [load_real_run_dir(d, which) for d in run_dirs]
+    fig, axes = plt.subplots(len(loaded), 2, figsize=(11, 4.0 * len(loaded)), squeeze=False)
+    for row, (summary, series) in zip(axes, loaded, strict=True):
+        data = summary["data"]
+        where = f"{summary['model']} on {data['name']} ({data['train_samples']:,} train)"
+        _draw(row[0], series["train_loss"], "training loss", f"{where}: training loss", "linear")
+        _draw(row[1], series["test_loss"], "test loss", f"{where}: test loss", "linear")
+        row[0].set_yscale("log")
+        for ax in row:
+            ax.set_xlabel("iteration")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def make_figure(run_dirs: list[Path], xscale: str = "auto"):
@@ -171,12 +240,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--xscale", choices=["auto", "linear", "log"], default="auto", help="t axis (auto: log for R_t/t only)"
     )
+    p.add_argument(
+        "--cells",
+        choices=["best", "all"],
+        default="best",
+        help="real-data runs: each optimizer's best (lr, β2) cell by final training loss, or every cell",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
-    fig = make_figure(args.run_dirs, args.xscale)
+    for d in args.run_dirs:
+        if not d.is_dir():
+            raise PlotError(f"{d} is not a directory")
+    real = [is_real_data(d) for d in args.run_dirs]
+    if any(real) and not all(real):
+        raise PlotError("give either synthetic (online/stochastic) or real-data (logreg/mlp/cifarnet) run directories")
+    if all(real):
+        fig = make_real_figure(args.run_dirs, args.cells)
+    else:
+        fig = make_figure(args.run_dirs, args.xscale)
     out = args.out if args.out is not None else args.run_dirs[0] / "figure"
     out = out.with_suffix("") if out.suffix in (".png", ".svg") else out
     try:

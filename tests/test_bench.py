@@ -6,8 +6,19 @@ from amsgrad_repro.cli import main
 
 
 def test_bench_prints_rates_and_ratio(capsys):
-    assert main(["bench", "--trial-steps", "300", "--fused-steps", "20000", "--runs", "3", "--json"]) == 0
+    assert main(["bench", "--trial-steps", "300", "--fused-steps", "20000", "--runs", "3", "--json", "--models"]) == 0
     out = capsys.readouterr().out
     assert "Trial (torchbearer)" in out and "fused, 1 run" in out and "fused, 3 runs at once" in out
     ratio = float(re.search(r"ratio fused / Trial \(1 run\): ([\d,]+)×", out).group(1).replace(",", ""))
     assert ratio > 1
+
+
+def test_bench_times_real_data_models_against_a_plain_loop(capsys):
+    argv = ["bench", "--skip-synthetic", "--models", "logreg", "mlp", "--real-iterations", "20", "--json"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for model in ("logreg", "mlp"):
+        row = re.search(rf"^{model}\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+)$", out, re.M)
+        assert row is not None, out
+        trial, plain, ratio = map(float, row.groups())
+        assert trial > 0 and plain > 0 and abs(ratio - trial / plain) < 0.01

@@ -283,3 +283,39 @@ def test_sigterm_mid_grid_keeps_finished_runs_and_says_where_it_stopped(tmp_path
     assert scalars["train_loss"][-1][0] == cut["iterations_done"] > 0
     assert scalars["train_loss"][-1][1] == pytest.approx(cut["final_train_loss"], rel=1e-6)
     assert "interrupted" in out
+
+
+def test_figure_2_from_real_runs_and_damaged_run_directories(tmp_path, capsys):
+    argv = ["logreg", "--iterations", "30", "--log-every", "5", "--eval-every", "10", "--logdir", str(tmp_path)]
+    assert main([*argv, "--run-name", "fig", "--no-progress", "--seed", "0:2", "--lr", "1e-2", "1e-1"]) == 0
+    run_dir = tmp_path / "logreg/fig"
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "fig2")]) == 0
+    png, svg = (tmp_path / "fig2.png").read_bytes(), (tmp_path / "fig2.svg").read_text()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    best = json.loads((run_dir / "summary.json").read_text())["best"]
+    for optimizer, cell in best.items():  # the legend names optimizer, variant, lr and β2 of the best cell
+        label = {"adam": "Adam", "amsgrad": "AMSGrad (PyTorch variant)"}[optimizer]
+        assert f"{label}, lr={cell['lr']:g}, β2=0.99 (mean ± sd, 2 seeds)" in svg
+    assert main(["plot", str(run_dir), "--cells", "all", "--out", str(tmp_path / "all")]) == 0
+    capsys.readouterr()
+
+    # a synthetic run directory cannot be mixed in
+    assert main(["online", "--steps", "100", "--logdir", str(tmp_path), "--run-name", "o", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(run_dir), str(tmp_path / "online/o")]) == 2
+    assert "either synthetic" in capsys.readouterr().err
+
+    # truncated events in a run that is drawn: the run is named, no traceback
+    damaged = best["adam"]["names"][1]
+    events = next((run_dir / damaged).glob("events.*"))
+    events.write_bytes(events.read_bytes()[:-60])
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert damaged in err and "truncated or damaged" in err and len(err.strip().splitlines()) == 1
+
+    # summary.json that is not JSON, or not a summary
+    for text, says in (("{not json", "is not valid JSON"), ("[1, 2]", "is not a run summary")):
+        (run_dir / "summary.json").write_text(text)
+        assert main(["plot", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "summary.json" in err and "Traceback" not in err
