@@ -43,6 +43,7 @@ from .fused import FusedRun, simulate
 from .optimizers import ZOO, resolve
 from .runs import UsageError
 from .trial import build_trial
+from .values import count
 
 _CHILD = """
 import resource, sys, time
@@ -139,9 +140,9 @@ def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> t
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", choices=["online", "stochastic"], default="online", help="problem to time")
     p.add_argument("--optimizer", choices=list(ZOO), default="amsgrad-pytorch", help="optimizer to time")
-    p.add_argument("--trial-steps", type=int, default=20_000, help="steps timed through the Trial")
-    p.add_argument("--fused-steps", type=int, default=10_000_000, help="steps timed through the fused engine")
-    p.add_argument("--runs", type=int, default=64, help="runs at once for the batched measurement")
+    p.add_argument("--trial-steps", type=count, default=20_000, help="steps timed through the Trial")
+    p.add_argument("--fused-steps", type=count, default=10_000_000, help="steps timed through the fused engine")
+    p.add_argument("--runs", type=count, default=64, help="runs at once for the batched measurement")
     p.add_argument("--memory", action="store_true", help="also time full CLI runs at 1 M and 10 M steps (peak RSS)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON too")
     p.add_argument(
@@ -151,7 +152,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=["logreg", "mlp"],
         help="real-data models to time, Trial against a plain torch loop (none: skip)",
     )
-    p.add_argument("--real-iterations", type=int, default=300, help="iterations per timing of a real-data model")
+    p.add_argument("--real-iterations", type=count, default=300, help="iterations per timing of a real-data model")
     p.add_argument("--skip-synthetic", action="store_true", help="time only the real-data models")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,7 +35,12 @@ PROG = "amsgrad-repro"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (no usage block) and exit status 2."""
+    """argparse, but an error is one line (no usage block) and exit status 2, and ``-1e-3`` is a number (stock
+    argparse reads only ``-1`` and ``-0.5`` as numbers, and ``-1e-3`` as an unknown option)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -88,7 +94,12 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     )
     g.add_argument("--eps", type=float, default=None, help="ε (default: each optimizer's own; see the README)")
     g.add_argument("--momentum", type=float, default=None, help="μ for momentum and nesterov (default: 0.9)")
-    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None, help="α_t = α or α/√t (Adam family)")
+    g.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=None,
+        help="α_t = α (constant) or α/√t (sqrt), Adam family (default: constant)",
+    )
     g.add_argument(
         "--beta1-schedule",
         choices=BETA1_SCHEDULES,
@@ -117,7 +128,10 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         default="paper",
         help="; ".join(f"{name}: {PRESETS[name].summary}" for name in presets),
     )
-    g.add_argument("--C", dest="c", type=float, default=None, help="the theorems' constant C (presets theorem1-3)")
+    with_c = [f"{name}: {PRESETS[name].default_c:g}" for name in presets if PRESETS[name].default_c is not None]
+    g.add_argument(
+        "--C", dest="c", type=float, default=None, help=f"the theorem's constant C (default: {', '.join(with_c)})"
+    )
     if setting == "stochastic":
         g.add_argument("--delta", type=float, default=None, help="Theorem 3's δ (preset theorem3; default 0.02)")
     g.add_argument("--rare-coef", type=float, default=None, help="slope of the rare function (overrides the preset)")

@@ -31,7 +31,7 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 from . import __version__
-from .optimizers import KEYS, Choice, parse_spec, resolve
+from .optimizers import KEYS, Choice, canonical, parse_spec, resolve
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
 from .runs import Ledger, RunDir, UsageError, check_volume, fmt_duration, mean_std, table, write_summary
 
@@ -163,7 +163,10 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
         (len(set(lrs)) == len(lrs), f"--lr has a repeated value: {list(lrs)}"),
         (cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}"),
         (len(cfg.optimizers) >= 1, "--optimizers needs at least one name"),
-        (len(set(cfg.optimizers)) == len(cfg.optimizers), f"--optimizers has a repeated name: {list(cfg.optimizers)}"),
+        (
+            len({canonical(s) for s in cfg.optimizers}) == len(cfg.optimizers),
+            f"--optimizers has a repeated name (aliases count as their name): {list(cfg.optimizers)}",
+        ),
         (all(s >= 0 for s in (cfg.seeds or (cfg.problem.seed,))), "--seed values must be >= 0"),
         (cfg.seeds is None or len(set(cfg.seeds)) == len(cfg.seeds), f"--seed has a repeated value: {cfg.seeds}"),
         (

@@ -247,6 +247,13 @@ def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
     return name, parsed
 
 
+def canonical(spec: str) -> str:
+    """The spec with an alias replaced by the name it stands for (``amsgrad`` → ``amsgrad-pytorch``), so that
+    repeats can be found before two runs of one optimizer are made under two names."""
+    name, sep, rest = spec.partition(",")
+    return ALIASES.get(name, name) + sep + rest
+
+
 def resolve(spec: str, overrides: Mapping[str, object] | None = None) -> Choice:
     """The :class:`Choice` for ``spec``, with invocation-wide ``overrides`` applied to the keys the optimizer
     takes (None values are ignored). Raises ``ValueError`` with one line saying what is wrong."""
@@ -269,6 +276,8 @@ def resolve(spec: str, overrides: Mapping[str, object] | None = None) -> Choice:
                 value = hp[key] = float(value)
             if not check(value):
                 raise ValueError(f"{spec}: {key} must be {text}, got {value!r}")
+        if hp.get("beta1_decay", 1.0) != 1.0 and hp.get("beta1_schedule") != "exp":
+            raise ValueError(f"{spec}: beta1_decay (λ) is used only with beta1_schedule=exp (--beta1-schedule exp)")
         choice = Choice(spec, name, hp, entry=entry)
     elif name.startswith(_TORCH_PREFIX):
         cls = getattr(torch.optim, name[len(_TORCH_PREFIX) :], None)

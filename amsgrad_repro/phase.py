@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .experiment import ProblemConfig
 from .fused import FusedRun, simulate
-from .optimizers import resolve
+from .optimizers import parse_spec, resolve
 from .problems import PRESETS
 from .runs import RunDir, UsageError, exit_code, write_summary
 from .values import add_output_flags, count
@@ -181,6 +181,9 @@ def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.nd
     try:
         problem.make()
         for spec in args.optimizers:  # resolve() range-checks lr and eps
+            fixed = sorted({"beta1", "beta2"} & set(parse_spec(spec)[1]))
+            if fixed:
+                raise ValueError(f"{spec}: the phase diagram sweeps {' and '.join(fixed)}; a spec cannot fix them")
             choice = resolve(spec, {"lr": args.lr, "eps": args.eps})
             if not choice.fused or "beta1" not in choice.hp or "beta2" not in choice.hp:
                 raise ValueError(f"{spec}: the phase diagram needs a fused optimizer with β1 and β2")

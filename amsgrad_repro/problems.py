@@ -40,8 +40,8 @@ class PeriodicStream:
     """
 
     def __init__(self, period: int = 101) -> None:
-        if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 2:
-            raise ValueError(f"period must be an integer >= 2, got {period!r}")
+        if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or not 2 <= period <= 2**62:
+            raise ValueError(f"period must be an integer in [2, 2^62], got {period!r}")
         self.period = int(period)
 
     def rare(self, start: int, count: int) -> np.ndarray:
@@ -259,6 +259,12 @@ class Preset:
         """{"rare_coef", "common_coef", "period" | "p"} for ``setting``; raises ValueError on bad C, δ."""
         if setting not in self.settings:
             raise ValueError(f"preset {self.name} is for {' and '.join(self.settings)}, not {setting}")
+        if c is not None and self.default_c is None:
+            raise ValueError(f"--C does not apply to preset {self.name} (only theorem1, theorem2, theorem3 have a C)")
+        if delta is not None and self.default_delta is None:
+            raise ValueError(f"--delta does not apply to preset {self.name} (only theorem3 has a δ)")
+        if c is not None and not (math.isfinite(c) and abs(c) <= 2**62):
+            raise ValueError(f"--C must be finite and at most 2^62, got {c}")
         c = self.default_c if c is None else c
         delta = self.default_delta if delta is None else delta
         if self.name == "paper":

@@ -20,7 +20,7 @@ import argparse
 def count(text: str) -> int:
     """An integer that may be written ``10_000_000`` or ``1e7``."""
     try:
-        return int(text.replace("_", ""))
+        return _bounded(int(text.replace("_", "")), text)
     except ValueError:
         pass
     try:
@@ -29,7 +29,17 @@ def count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if not value.is_integer():
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
-    return int(value)
+    return _bounded(int(value), text)
+
+
+#: the largest count any flag takes: the engines count steps in int64, with headroom for t + window
+MAX_COUNT = 2**62
+
+
+def _bounded(value: int, text: str) -> int:
+    if abs(value) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most 2^62 = {MAX_COUNT:.3g})")
+    return value
 
 
 def lr_values(text: str) -> list[float]:

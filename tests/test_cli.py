@@ -85,6 +85,19 @@ BAD = [
     (["online", "--x0", "3"], "x0"),
     (["online", "--run-name", "a/b"], "--run-name"),
     (["stochastic", "--seed", "-1"], "--seed"),
+    (["stochastic", "--seed", "5:2"], "empty seed range"),
+    (["online", "--optimizers", "amsgrad", "amsgrad-pytorch"], "repeated name"),
+    (["online", "--C", "5"], "--C does not apply to preset paper"),
+    (["stochastic", "--delta", "0.1"], "--delta does not apply to preset paper"),
+    (["online", "--preset", "theorem1", "--delta", "0.1"], "--delta"),
+    (["online", "--beta1-decay", "0.5"], "only with beta1_schedule=exp"),
+    (["online", "--beta1-schedule", "inverse", "--beta1-decay", "0.5"], "only with beta1_schedule=exp"),
+    (["online", "--steps", "1e30"], "too large"),
+    (["online", "--period", "99999999999999999999"], "too large"),
+    (["online", "--preset", "theorem2", "--C", "1e308"], "--C must be finite"),
+    (["online", "--optimizers", "torch.optim.SGD,lr=0.1,momentum=2"], "momentum"),
+    (["phase", "--optimizers", "adam,beta1=0.5"], "a spec cannot fix them"),
+    (["phase", "--C", "7"], "--C does not apply"),
     (["nosuch"], "invalid choice"),
 ]
 
@@ -102,6 +115,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
     assert len(err.strip().splitlines()) == 1, err
     assert says in err and "Traceback" not in err
     assert not logdir.exists()  # nothing written
+
+
+def test_negative_numbers_in_scientific_notation_are_values(tmp_path, read_summary):
+    argv = ["online", "--steps", "100", "--x0", "-1e-3", "--bounds", "-2e0", "1", "--logdir", str(tmp_path)]
+    assert main([*argv, "--run-name", "neg", "--no-progress"]) == 0
+    problem = read_summary(tmp_path / "online/neg")["config"]["problem"]
+    assert problem["x0"] == -0.001 and problem["bounds"] == [-2.0, 1.0]
 
 
 def test_unwritable_logdir(tmp_path, run_cli):

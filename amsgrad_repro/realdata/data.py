@@ -287,7 +287,8 @@ def _checked(name: str, source: str, arrays: dict[str, np.ndarray], hw: tuple[in
             raise DataError(f"{source}: the {split} set is empty")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
             raise DataError(f"{source}: {split} labels must be integers 0-9, found {y.dtype} {y.min()}..{y.max()}")
-        images[split] = (x, y.astype(np.int64))
+        # owned, writable and C-contiguous (IDX arrays view a read-only buffer; torch wants to own its memory)
+        images[split] = (np.require(x, requirements=["C", "W", "O"]), y.astype(np.int64))
     if images["train"][0].shape[1:] != images["test"][0].shape[1:]:
         raise DataError(f"{source}: train and test images differ in shape")
     return DataSet(name, source, images["train"][0], images["train"][1], images["test"][0], images["test"][1], note)

@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..optimizers import ALIASES, Choice, parse_spec, resolve
+from ..optimizers import Choice, canonical, parse_spec, resolve
 from ..runs import Ledger, RunDir, UsageError, check_volume, fmt_duration, mean_std, table, write_summary
 from .data import DATA_SETS, DataSet, load
 from .models import MODELS, build_model
@@ -148,12 +148,6 @@ def plan(cfg: RealConfig) -> list[RealRun]:
     return runs
 
 
-def _canonical(spec: str) -> str:
-    """The spec with an alias replaced by the name it stands for (``amsgrad`` → ``amsgrad-pytorch``)."""
-    name, sep, rest = spec.partition(",")
-    return ALIASES.get(name, name) + sep + rest
-
-
 def _device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -170,7 +164,7 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
     if cfg.model not in MODELS:
         raise UsageError(f"unknown model {cfg.model!r}: choose from {', '.join(MODELS)}")
     cfg = cfg.resolved()
-    labels = [_canonical(s) for s in cfg.optimizers]
+    labels = [canonical(s) for s in cfg.optimizers]
     checks = [
         (cfg.data in DATA_SETS, f"--data must be one of {', '.join(DATA_SETS)}, got {cfg.data!r}"),
         (cfg.iterations >= 1, f"--iterations must be a positive integer, got {cfg.iterations}"),
