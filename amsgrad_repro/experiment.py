@@ -403,6 +403,11 @@ def _print_header(cfg: Config, problem: LinearProblem, runs: list[Run], run_dir:
     elif cfg.problem.preset != "paper":
         print(f"  {cfg.problem.preset} holds for any β1 < √β2", file=out)
     print(f"  engine: {engine} ({why})", file=out)
+    if engine == "fused":
+        from .fused import kernel_cached
+
+        if not kernel_cached():
+            print("  compiling kernels (first run only, about 15 s) ...", file=out)
 
 
 def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> dict:

@@ -268,6 +268,18 @@ def _window(
         x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r] = xr, mr, vr, vmr, ax, reg, done
 
 
+def kernel_cached() -> bool:
+    """Whether numba's on-disk cache already holds the compiled kernel (if not, the first call compiles it,
+    which takes about 15 s). Reads numba's cache index location; if that cannot be found, says True."""
+    import glob
+    import os
+
+    path = getattr(getattr(_window, "_cache", None), "_cache_path", None)
+    if path is None:
+        return True
+    return bool(glob.glob(os.path.join(path, f"{__name__.rsplit('.', 1)[-1]}._window-*.nbi")))
+
+
 def log_points(t0: int, n: int, log_every: int, last_t: int) -> np.ndarray:
     """The steps t in [t0, t0 + n) where scalars are written: multiples of ``log_every``, and ``last_t``."""
     first = -(-t0 // log_every) * log_every

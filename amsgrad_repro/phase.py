@@ -208,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
         f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
         f"{args.steps:,} steps each; x* = {problem.x_star:+g}; writing to {run_dir.final}"
     )
+    from .fused import kernel_cached
+
+    if not kernel_cached():
+        print("  compiling kernels (first run only, about 15 s) ...")
     sys.stdout.flush()
     start = time.perf_counter()
     try:

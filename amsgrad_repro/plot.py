@@ -99,7 +99,7 @@ def load_run_dir(run_dir: Path) -> tuple[str, dict[str, list[Series]]]:
 
 def _draw(ax, series: list[Series], ylabel: str, title: str, xscale: str) -> None:
     for s in series:
-        label = s.label if s.seeds == 1 else f"{s.label} (mean ± sd, {s.seeds} seeds)"
+        label = s.label if s.seeds == 1 else f"{s.label}; mean ± sd over {s.seeds} seeds"
         (line,) = ax.plot(s.steps, s.mean, label=label, linewidth=1.2)
         if s.std is not None:
             ax.fill_between(s.steps, s.mean - s.std, s.mean + s.std, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -109,7 +109,12 @@ def _draw(ax, series: list[Series], ylabel: str, title: str, xscale: str) -> Non
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if ylabel == "R_t / t" and series:
-        # skip the first 1% of t, where R_t/t is in the hundreds
+        everything = np.concatenate([s.mean for s in series])
+        if xscale == "log" and everything.size and np.all(everything > 0):
+            # R_t/t falls like 1/t from about 1000: on log-log axes every part of every curve is visible
+            ax.set_yscale("log")
+            return
+        # a linear t-axis: skip the first 1% of t, where R_t/t is in the hundreds (a sliver at the left edge)
         tail = [s.mean[s.steps >= s.steps[-1] / 100] for s in series]
         values = np.concatenate([v for v in tail if v.size])
         if values.size and np.all(np.isfinite(values)):

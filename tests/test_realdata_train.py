@@ -295,7 +295,7 @@ def test_figure_2_from_real_runs_and_damaged_run_directories(tmp_path, capsys):
     best = json.loads((run_dir / "summary.json").read_text())["best"]
     for optimizer, cell in best.items():  # the legend names optimizer, variant, lr and β2 of the best cell
         label = {"adam": "Adam", "amsgrad": "AMSGrad (PyTorch variant)"}[optimizer]
-        assert f"{label}, lr={cell['lr']:g}, β2=0.99 (mean ± sd, 2 seeds)" in svg
+        assert f"{label}, lr={cell['lr']:g}, β2=0.99; mean ± sd over 2 seeds" in svg
     assert main(["plot", str(run_dir), "--cells", "all", "--out", str(tmp_path / "all")]) == 0
     capsys.readouterr()
 

@@ -258,6 +258,10 @@ def test_figure1_layout_from_real_runs(figure_runs):
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == ["online: R_t / t", "online: x_t", "stochastic: x_t"]
     assert axes[0].get_xscale() == "log" and axes[1].get_xscale() == "linear"
+    # the R_t/t panel shows every curve whole, Adam's early steps included (log-log; nothing clipped)
+    lo, hi = axes[0].get_ylim()
+    drawn = [v for line in axes[0].get_lines() for v in line.get_ydata()]
+    assert axes[0].get_yscale() == "log" and lo <= min(drawn) and hi >= max(drawn)
     assert [len(ax.get_lines()) for ax in axes] == [2, 2, 2]
     line = axes[1].get_lines()[0]
     assert line.get_xdata()[-1] == 30000 and len(line.get_xdata()) == 30
@@ -265,7 +269,7 @@ def test_figure1_layout_from_real_runs(figure_runs):
     assert len(axes[1].collections) == 0  # one seed online: no band
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "Adam" in labels and "AMSGrad (paper, Alg. 2)" in labels
-    assert "AMSGrad (PyTorch variant) (mean ± sd, 3 seeds)" in labels
+    assert "AMSGrad (PyTorch variant); mean ± sd over 3 seeds" in labels  # one pair of parentheses
 
 
 def test_plot_command_writes_png_and_svg(figure_runs, capsys):
