@@ -162,3 +162,20 @@ def test_sigterm_and_a_concurrent_overwrite(tmp_path, capsys, read_scalars, read
     assert main([*bad, "--optimizers", "torch.optim.LBFGS", "--no-progress"]) == 2
     assert _files(run_dir) == before
     assert sorted(p.name for p in (tmp_path / "online").iterdir()) == ["live"]
+
+
+def test_a_sweep_runs_in_bounded_file_descriptors(tmp_path, read_summary):
+    """200 runs, each with its own TensorBoard writer (about 3 descriptors each), under a limit of 256: the fused
+    engine opens at most 64 writers at a time, so the sweep fits however large it is."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    argv = ["stochastic", "--seed", "0:100", "--steps", "2000", "--logdir", str(tmp_path), "--run-name", "many"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "amsgrad_repro", *argv], capture_output=True, text=True, preexec_fn=limit, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = read_summary(tmp_path / "stochastic/many")
+    assert summary["runs_by_status"] == {"complete": 200}
