@@ -319,3 +319,15 @@ def test_figure_2_from_real_runs_and_damaged_run_directories(tmp_path, capsys):
         assert main(["plot", str(run_dir)]) == 2
         err = capsys.readouterr().err
         assert says in err and "summary.json" in err and "Traceback" not in err
+
+
+def test_every_optimizer_of_the_zoo_trains(tmp_path, read_summary):
+    from amsgrad_repro.optimizers import ZOO
+
+    names = [*ZOO, "torch.optim.RMSprop"]
+    argv = ["mlp", "--iterations", "15", "--log-every", "5", "--eval-every", "15", "--logdir", str(tmp_path)]
+    assert main([*argv, "--run-name", "zoo", "--no-progress", "--optimizers", *names]) == 0
+    runs = read_summary(tmp_path / "mlp/zoo")["runs"]
+    assert [r["name"] for r in runs] == names
+    for r in runs:
+        assert r["status"] == "complete" and math.isfinite(r["final_train_loss"]) and r["final_train_loss"] < 2.4, r
