@@ -14,6 +14,29 @@ from __future__ import annotations
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.callbacks.tensor_board import AbstractTensorBoard
+
+
+class RunWriter(AbstractTensorBoard):
+    """A run's own TensorBoard writer: torchbearer's tensorboardX writer for exactly ``log_dir`` (no suffix),
+    opened at ``on_start`` and closed at ``on_end`` or by :meth:`close` (idempotent, for a stopped run). The
+    loggers of both wings subclass it and write with ``self.writer``. (Two callbacks must not share one
+    directory: torchbearer 0.5.5's ``close_writer`` drops the shared writer at the first close.)"""
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir=log_dir)
+
+    def on_start(self, state: dict) -> None:
+        self.get_writer()
+
+    def close(self) -> None:
+        """Flush and close the writer (idempotent)."""
+        if self.writer is not None:
+            self.close_writer()
+            self.writer = None
+
+    def on_end(self, state: dict) -> None:
+        self.close()
 
 
 class Progress(Callback):

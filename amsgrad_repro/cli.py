@@ -252,12 +252,19 @@ def real_config_from_args(args: argparse.Namespace):
         eval_every=args.eval_every,
         device=args.device,
         threads=args.threads,
-        logdir=args.logdir,
-        run_name=args.run_name,
-        overwrite=args.overwrite,
-        progress=False if args.no_progress else None,
-        allow_large=args.allow_large,
+        **_output(args),
     )
+
+
+def _output(args: argparse.Namespace) -> dict:
+    """The output fields both kinds of config share (see :func:`amsgrad_repro.values.add_output_flags`)."""
+    return {
+        "logdir": args.logdir,
+        "run_name": args.run_name,
+        "overwrite": args.overwrite,
+        "progress": False if args.no_progress else None,
+        "allow_large": args.allow_large,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,12 +339,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         lrs=_flatten(args.lr),
         seeds=seeds,
         log_every=args.log_every,
-        logdir=args.logdir,
-        run_name=args.run_name,
-        overwrite=args.overwrite,
         engine=args.engine,
-        progress=False if args.no_progress else None,
-        allow_large=args.allow_large,
+        **_output(args),
     )
 
 

@@ -33,7 +33,17 @@ from tqdm.auto import tqdm
 from . import __version__
 from .optimizers import KEYS, Choice, canonical, parse_spec, resolve
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
-from .runs import Ledger, RunDir, UsageError, check_volume, fmt_duration, mean_std, table, write_summary
+from .runs import (
+    Ledger,
+    RunDir,
+    UsageError,
+    check_volume,
+    fmt_duration,
+    mean_std,
+    print_ending,
+    table,
+    write_summary,
+)
 
 __all__ = ["Config", "ProblemConfig", "UsageError", "format_table", "run", "validate"]
 
@@ -475,14 +485,7 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
         write_summary(run_dir.path, summary)
     final = run_dir.release(keep=keep)
     print(format_table(summary), file=out)
-    if not keep:
-        print("stopped before any step was done: nothing kept", file=out)
-    elif outcome["interrupted"]:
-        cut = [r for r in summary["runs"] if r["status"] == "interrupted"]
-        where = f"at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else "between runs"
-        counts = ", ".join(f"{n} {s}" for s, n in outcome["runs_by_status"].items())
-        print(f"interrupted {where} ({counts}); partial results in {final / 'summary.json'}", file=out)
-    else:
-        print(f"done in {fmt_duration(elapsed)}; summary: {final / 'summary.json'}", file=out)
-    print(f"view: tensorboard --logdir {cfg.logdir}", file=out)
+    cut = [r for r in summary["runs"] if r["status"] == "interrupted"]
+    where = f" at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else " between runs"
+    print_ending(summary, final, keep, where, cfg.logdir, out)
     return summary

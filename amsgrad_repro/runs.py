@@ -435,6 +435,18 @@ def mean_std(values: list[float | None], digits: int, sign: str = "", kind: str 
     return f"{statistics.fmean(finite):{sign}.{digits}{kind}} ± {statistics.stdev(finite):.{digits}{kind}}"
 
 
+def print_ending(summary: dict, run_dir: Path, kept: bool, where: str, logdir: str, out) -> None:
+    """The lines after the end table: nothing kept, interrupted (``where``, counts), or done; then how to view."""
+    if not kept:
+        print("stopped before anything was done: nothing kept", file=out)
+    elif summary["interrupted"]:
+        counts = ", ".join(f"{n} {s}" for s, n in summary["runs_by_status"].items())
+        print(f"interrupted{where} ({counts}); partial results in {run_dir / 'summary.json'}", file=out)
+    else:
+        print(f"done in {fmt_duration(summary['elapsed_seconds'])}; summary: {run_dir / 'summary.json'}", file=out)
+    print(f"view: tensorboard --logdir {logdir}", file=out)
+
+
 # --- reading a run back ------------------------------------------------------------------------------------
 
 

@@ -33,10 +33,9 @@ import torch
 import torchbearer
 from torchbearer import Trial
 from torchbearer.bases import Callback, Metric
-from torchbearer.callbacks.tensor_board import AbstractTensorBoard
 from torchbearer.metrics import to_dict
 
-from .callbacks import Progress
+from .callbacks import Progress, RunWriter
 from .problems import LinearProblem
 
 __all__ = ["Progress", "Projection", "ScalarLogger", "build_trial", "linear_loss", "load_step"]
@@ -124,7 +123,7 @@ class Projection(Callback):
             self._handle = None
 
 
-class ScalarLogger(AbstractTensorBoard):
+class ScalarLogger(RunWriter):
     """Writes every metric as a TensorBoard scalar at steps t = log_every, 2·log_every, … and at t = ``steps``.
 
     The tags are the metric names (``x``, ``average_regret``) and the step is the paper's t, so runs written
@@ -135,7 +134,7 @@ class ScalarLogger(AbstractTensorBoard):
     """
 
     def __init__(self, log_dir: str, log_every: int = 1000, steps: int | None = None) -> None:
-        super().__init__(log_dir=log_dir)
+        super().__init__(log_dir)
         if log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
         self.log_every = log_every
@@ -143,9 +142,6 @@ class ScalarLogger(AbstractTensorBoard):
         self.last_step = 0
         self.last_metrics: dict[str, float] = {}
         self.logged_step = 0
-
-    def on_start(self, state: dict) -> None:
-        self.get_writer()
 
     def on_step_training(self, state: dict) -> None:
         t = state[torchbearer.X]
@@ -159,15 +155,6 @@ class ScalarLogger(AbstractTensorBoard):
             for tag, value in self.last_metrics.items():
                 self.writer.add_scalar(tag, value, self.last_step)
             self.logged_step = self.last_step
-
-    def close(self) -> None:
-        """Flush and close the writer (idempotent)."""
-        if self.writer is not None:
-            self.close_writer()
-            self.writer = None
-
-    def on_end(self, state: dict) -> None:
-        self.close()
 
 
 def build_trial(

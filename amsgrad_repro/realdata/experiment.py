@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..optimizers import Choice, canonical, parse_spec, resolve
-from ..runs import Ledger, RunDir, UsageError, check_volume, fmt_duration, mean_std, table, write_summary
+from ..runs import Ledger, RunDir, UsageError, check_volume, mean_std, print_ending, table, write_summary
 from .data import DATA_SETS, DataSet, load
 from .models import MODELS, build_model
 
@@ -413,14 +413,9 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
     for r in rows:
         if r["status"] == "failed":
             print(f"run {r['name']} failed: {r.get('error')}", file=err)
-    if not keep:
-        print("stopped before any iteration was done: nothing kept", file=out)
-    elif summary["interrupted"]:
-        counts = ", ".join(f"{n} {s}" for s, n in summary["runs_by_status"].items())
-        print(f"interrupted ({counts}); partial results in {final / 'summary.json'}", file=out)
-    else:
-        print(f"done in {fmt_duration(elapsed)}; summary: {final / 'summary.json'}", file=out)
-    print(f"view: tensorboard --logdir {cfg.logdir}", file=out)
+    cut = [r for r in rows if r["status"] == "interrupted"]
+    where = f" at iteration {cut[0]['iterations_done']:,} of {cut[0]['name']}" if cut else ""
+    print_ending(summary, final, keep, where, cfg.logdir, out)
     return summary
 
 

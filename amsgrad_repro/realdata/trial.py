@@ -38,8 +38,8 @@ import torch.nn.functional as F
 import torchbearer
 from torchbearer import Trial
 from torchbearer.bases import Callback
-from torchbearer.callbacks.tensor_board import AbstractTensorBoard
 
+from ..callbacks import RunWriter
 from .models import to_input
 
 #: State key for the latest test metrics, ``{"test_loss": …, "test_accuracy": …}``, and the iteration they
@@ -147,7 +147,7 @@ class Evaluate(Callback):
             state[TEST_AT] = t
 
 
-class RunLogger(AbstractTensorBoard):
+class RunLogger(RunWriter):
     """Writes one run's scalars, keyed by iteration t, with torchbearer's tensorboardX writer for ``log_dir``:
 
     - ``train_loss``: the mean minibatch loss over the last ``log_every`` iterations, at t = log_every,
@@ -160,7 +160,7 @@ class RunLogger(AbstractTensorBoard):
     """
 
     def __init__(self, log_dir: str, log_every: int, steps: int) -> None:
-        super().__init__(log_dir=log_dir)
+        super().__init__(log_dir)
         if log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
         self.log_every, self.steps = log_every, steps
@@ -168,9 +168,6 @@ class RunLogger(AbstractTensorBoard):
         self.step = 0  # the last completed iteration
         self.last: dict[str, float] = {}  # tag → last value written
         self.last_step: dict[str, int] = {}  # tag → iteration it was written at
-
-    def on_start(self, state: dict) -> None:
-        self.get_writer()
 
     def _write(self, tag: str, value: float, t: int) -> None:
         self.writer.add_scalar(tag, value, t)
@@ -191,15 +188,6 @@ class RunLogger(AbstractTensorBoard):
         if self.writer is not None and self.window_n:
             self._write("train_loss", self.window_sum / self.window_n, self.step)
             self.window_sum, self.window_n = 0.0, 0
-
-    def close(self) -> None:
-        """Flush and close the writer (idempotent)."""
-        if self.writer is not None:
-            self.close_writer()
-            self.writer = None
-
-    def on_end(self, state: dict) -> None:
-        self.close()
 
 
 def build_trial(
