@@ -183,7 +183,7 @@ def make_real_figure(run_dirs: list[Path], which: str = "best"):
     import matplotlib.pyplot as plt
 
     loaded = [load_real_run_dir(d, which) for d in run_dirs]
-    fig, axes = plt.subplots(len(loaded), 2, figsize=(11, 4.0 * len(loaded)), squeeze=False)
+    fig, axes = plt.subplots(len(loaded), 2, figsize=(15, 3.8 * len(loaded)), squeeze=False)
     for row, (summary, series) in zip(axes, loaded, strict=True):
         data = summary["data"]
         where = f"{summary['model']} on {data['name']} ({data['train_samples']:,} train)"
@@ -192,7 +192,8 @@ def make_real_figure(run_dirs: list[Path], which: str = "best"):
         row[0].set_yscale("log")
         for ax in row:
             ax.set_xlabel("iteration")
-            ax.legend(fontsize=8)
+        # one legend per model, beside its panels: the labels are long and would cover the curves
+        row[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
