@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -364,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:  # a stop before anything was written (runs catch it themselves after that)
             print(f"{PROG}: interrupted", file=sys.stderr)
             return exit_code(True)
+        except BrokenPipeError:  # `... | head` closed our stdout; what was run is already saved
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is silent
+            return 141  # 128 + SIGPIPE, what a shell reports for a command cut off by head
     return exit_code(summary["interrupted"])
 
 

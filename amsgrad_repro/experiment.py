@@ -433,12 +433,13 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     problem, runs, warnings = validate(cfg)
     engine, why = choose_engine(cfg.engine, runs)
     points = -(-cfg.steps // cfg.log_every) + (cfg.steps % cfg.log_every != 0)
-    check_volume(len(runs), 2 * points * len(runs), cfg.allow_large)
+    volume = check_volume(len(runs), 2 * points * len(runs), cfg.allow_large)
     run_dir = claim_run_dir(cfg)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
     try:
         _print_header(cfg, problem, runs, run_dir, engine, why, out)
+        print(f"  writing {volume}", file=out)
         for warning in warnings:
             print(warning, file=err)
         if engine == "trial":

@@ -58,7 +58,7 @@ STATUSES = ("not started", "running", "complete", "interrupted", "failed")
 BYTES_PER_SCALAR = 50
 #: past these an invocation is probably a typo, and needs ``--allow-large`` to go on
 MAX_RUNS = 10_000
-MAX_EVENT_BYTES = 2 * 1024**3
+MAX_EVENT_BYTES = 10**9
 
 
 class UsageError(ValueError):
@@ -385,15 +385,17 @@ def write_summary(run_dir: Path, summary: dict, name: str = "summary.json") -> P
     return path
 
 
-def check_volume(runs: int, scalars: int, allow_large: bool) -> None:
+def check_volume(runs: int, scalars: int, allow_large: bool) -> str:
     """Refuse an invocation that is probably a typo: more than :data:`MAX_RUNS` runs or more than
-    :data:`MAX_EVENT_BYTES` of TensorBoard events, unless ``allow_large``. Raises :class:`UsageError`."""
+    :data:`MAX_EVENT_BYTES` of TensorBoard events, unless ``allow_large``. Raises :class:`UsageError`; returns
+    the estimate as text for the run's header (``"about 2.0 MB of events (40,000 scalars)"``)."""
     size = scalars * BYTES_PER_SCALAR
+    estimate = f"about {fmt_bytes(size)} of events ({scalars:,} scalars)"
     if allow_large or (runs <= MAX_RUNS and size <= MAX_EVENT_BYTES):
-        return
+        return estimate
     raise UsageError(
-        f"this invocation plans {runs:,} runs and about {fmt_bytes(size)} of TensorBoard events "
-        f"({scalars:,} scalars): if that is what you want, pass --allow-large"
+        f"this invocation plans {runs:,} runs and {estimate.replace('of events', 'of TensorBoard events')}: "
+        "if that is what you want, pass --allow-large"
     )
 
 

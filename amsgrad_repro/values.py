@@ -80,6 +80,6 @@ def add_output_flags(g: argparse._ActionsContainer) -> None:
     g.add_argument(
         "--allow-large",
         action="store_true",
-        help="go on when the invocation plans more than 10,000 runs or about 2 GB of TensorBoard events",
+        help="go on when the invocation plans more than 10,000 runs or about 1 GB of TensorBoard events",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")

@@ -250,3 +250,10 @@ def test_ctrl_c_leaves_readable_events_and_a_summary(tmp_path, engine, read_scal
     assert scalars["x"][-1][1] == pytest.approx(cut["final_x"], rel=1e-6, abs=1e-7)
     assert scalars["average_regret"][-1][1] == pytest.approx(cut["average_regret"], rel=1e-6)
     json.dumps(summary)
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path):
+    cmd = f"{sys.executable} -m amsgrad_repro online --steps 2000 --logdir {tmp_path} --no-progress | head -1"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("amsgrad_repro online")
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr

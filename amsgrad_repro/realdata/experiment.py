@@ -356,7 +356,7 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
     if cfg.model == "cifarnet" and min(data.shape[1:]) < 4:
         raise UsageError(f"cifarnet needs images of at least 4×4, {data.name} has {data.shape[1]}×{data.shape[2]}")
     points = -(-cfg.iterations // cfg.log_every) + 2 * -(-cfg.iterations // cfg.eval_every) + 3
-    check_volume(len(runs), points * len(runs), cfg.allow_large)
+    volume = check_volume(len(runs), points * len(runs), cfg.allow_large)
     run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -364,6 +364,7 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
     start = time.perf_counter()
     try:
         _header(cfg, data, runs, run_dir, device, out)
+        print(f"  writing {volume}", file=out)
         out.flush()
         disable = None if cfg.progress is None else not cfg.progress
         total = cfg.iterations * len(runs)
