@@ -74,7 +74,7 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         metavar="SPEC",
         help=f"one run each, drawn in one chart. SPEC is NAME or NAME,key=value,... with NAME one of {names}, "
         "or torch.optim.<Class> (Trial engine). Keys: lr, beta1, beta2, eps, momentum, alpha, momentum_decay, "
-        "lr_schedule, beta1_schedule, beta1_decay (each optimizer takes its own; see the README)",
+        "lr_schedule, beta1_schedule, beta1_decay (each optimizer takes its own; see docs/optimizers.md)",
     )
     g.add_argument(
         "--lr",

@@ -102,3 +102,19 @@ def read_summary():
         return json.loads((Path(run_dir) / "summary.json").read_text())
 
     return read
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory):
+    """A CIFAR-10 python directory in the real format (protocol-2 pickles of dicts with bytes keys): five training
+    batches and a test batch of 8 random 3×32×32 images each."""
+    import pickle
+
+    root = tmp_path_factory.mktemp("cifar")
+    d = root / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for name in [*(f"data_batch_{k}" for k in range(1, 6)), "test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 8).tolist()}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return root

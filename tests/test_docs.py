@@ -99,22 +99,6 @@ def shell_script(body: str, tiny_cifar: Path) -> str:
     return "set -euo pipefail\n" + "\n".join(commands) + "\n"
 
 
-@pytest.fixture(scope="module")
-def tiny_cifar(tmp_path_factory):
-    import pickle
-
-    import numpy as np
-
-    root = tmp_path_factory.mktemp("cifar")
-    d = root / "cifar-10-batches-py"
-    d.mkdir()
-    rng = np.random.default_rng(2)
-    for name in [*(f"data_batch_{k}" for k in range(1, 6)), "test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 8).tolist()}
-        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
-    return root
-
-
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_every_block_of_the_page_runs(page, tmp_path, tiny_cifar):
     found = blocks(page)

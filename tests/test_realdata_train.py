@@ -124,21 +124,6 @@ def test_trial_equals_a_plain_loop_exactly_at_every_step(model_name, make, sqrt_
 # --- the commands end to end ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_cifar(tmp_path_factory):
-    """A CIFAR-10 python directory in the real format: five training batches and a test batch of 8 images."""
-    import pickle
-
-    root = tmp_path_factory.mktemp("cifar")
-    d = root / "cifar-10-batches-py"
-    d.mkdir()
-    rng = np.random.default_rng(1)
-    for name in [*(f"data_batch_{k}" for k in range(1, 6)), "test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 8).tolist()}
-        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
-    return root
-
-
 COMMANDS = {
     "logreg": ["logreg", "--iterations", "60", "--log-every", "10", "--eval-every", "25"],
     "mlp": ["mlp", "--iterations", "60", "--log-every", "10", "--eval-every", "25"],
