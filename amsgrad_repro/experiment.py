@@ -15,8 +15,10 @@ Layout written (the same for every engine)::
 ``<run-name>/adam``. Every run writes the tags ``x`` and ``average_regret`` keyed by t, so TensorBoard draws
 all of them in one chart and its run filter (a regex) separates optimizer, lr and seed.
 
-An existing run directory is never overwritten unless ``overwrite`` is set. Ctrl-C stops the run cleanly:
-the events so far are flushed, the last completed step is written, and summary.json says where it stopped.
+The run directory is owned and replaced through the run spine (:class:`amsgrad_repro.runs.RunDir`): never
+overwritten unless ``overwrite`` is set, and then only once the new run has something to keep. Ctrl-C or SIGTERM
+stops the run cleanly: the events so far are flushed, the last completed step is written, and summary.json lists
+every planned run with its status.
 """
 
 from __future__ import annotations
