@@ -62,19 +62,28 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
-def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
-    d = Config()
-    g = p.add_argument_group("run")
-    g.add_argument("--steps", type=count, default=d.steps, help="number of steps T (t = 1..T)")
+def _add_optimizers_flag(g, default: Sequence[str], lead: str = "", tail: str = "") -> None:
+    """``--optimizers SPEC…``, the same spec syntax in every command (:func:`amsgrad_repro.optimizers.resolve`)."""
     names = ", ".join([*ZOO, *ALIASES])
     g.add_argument(
         "--optimizers",
         nargs="+",
-        default=list(d.optimizers),
+        default=list(default),
         metavar="SPEC",
-        help=f"one run each, drawn in one chart. SPEC is NAME or NAME,key=value,... with NAME one of {names}, "
-        "or torch.optim.<Class> (Trial engine). Keys: lr, beta1, beta2, eps, momentum, alpha, momentum_decay, "
-        "lr_schedule, beta1_schedule, beta1_decay (each optimizer takes its own; see docs/optimizers.md)",
+        help=f"{lead}SPEC is NAME or NAME,key=value,... with NAME one of {names}, or torch.optim.<Class>{tail}",
+    )
+
+
+def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
+    d = Config()
+    g = p.add_argument_group("run")
+    g.add_argument("--steps", type=count, default=d.steps, help="number of steps T (t = 1..T)")
+    _add_optimizers_flag(
+        g,
+        d.optimizers,
+        "one run each, drawn in one chart. ",
+        " (Trial engine). Keys: lr, beta1, beta2, eps, momentum, alpha, momentum_decay, lr_schedule, "
+        "beta1_schedule, beta1_decay (each optimizer takes its own; see docs/optimizers.md)",
     )
     g.add_argument(
         "--lr",
@@ -179,14 +188,7 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
         "/usr/share/datasets, else for mnist the embedded 5,000-digit subset)",
     )
     g = p.add_argument_group("grid (every optimizer × lr × β2 × seed is one run)")
-    names = ", ".join([*ZOO, *ALIASES])
-    g.add_argument(
-        "--optimizers",
-        nargs="+",
-        default=list(d.optimizers),
-        metavar="SPEC",
-        help=f"NAME or NAME,key=value,... with NAME one of {names}, or torch.optim.<Class>",
-    )
+    _add_optimizers_flag(g, d.optimizers)
     g.add_argument(
         "--lr",
         type=lr_values,

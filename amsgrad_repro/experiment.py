@@ -33,7 +33,7 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 from . import __version__
-from .optimizers import KEYS, Choice, canonical, parse_spec, resolve
+from .optimizers import KEYS, Choice, canonical, parse_spec, resolve, unused_overrides
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
 from .runs import (
     Ledger,
@@ -208,6 +208,10 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
         runs = _plan_runs(cfg, overrides)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    unused = unused_overrides([r.choice for r in runs], o)
+    if unused:
+        flags = sorted({"--betas" if k in ("beta1", "beta2") else f"--{k.replace('_', '-')}" for k in unused})
+        raise UsageError(f"{', '.join(flags)} applies to none of --optimizers {' '.join(cfg.optimizers)}")
     seen = set()
     for run in runs:
         hp = run.choice.hp

@@ -247,6 +247,13 @@ def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
     return name, parsed
 
 
+def unused_overrides(choices: Iterable[Choice], overrides: Mapping[str, object]) -> list[str]:
+    """The keys of ``overrides`` (given, not None) that none of ``choices`` takes: flags that would be ignored
+    without a word (``--betas`` with only ``sgd``). Both wings refuse them."""
+    choices = list(choices)
+    return sorted(k for k, v in overrides.items() if v is not None and not any(k in c.hp for c in choices))
+
+
 def canonical(spec: str) -> str:
     """The spec with an alias replaced by the name it stands for (``amsgrad`` → ``amsgrad-pytorch``), so that
     repeats can be found before two runs of one optimizer are made under two names."""

@@ -98,6 +98,8 @@ BAD = [
     (["online", "--optimizers", "torch.optim.SGD,lr=0.1,momentum=2"], "momentum"),
     (["phase", "--optimizers", "adam,beta1=0.5"], "a spec cannot fix them"),
     (["phase", "--C", "7"], "--C does not apply"),
+    (["online", "--optimizers", "sgd", "--betas", "0.9", "0.999"], "--betas applies to none"),
+    (["online", "--optimizers", "adam", "--momentum", "0.5"], "--momentum applies to none"),
     (["nosuch"], "invalid choice"),
 ]
 

@@ -220,6 +220,8 @@ BAD = [
     (["mlp", "--optimizers", "torch.optim.LBFGS"], "cannot run here"),
     (["mlp", "--seed", "5:2"], "empty seed range"),
     (["mlp", "--threads", "0"], "--threads"),
+    (["mlp", "--optimizers", "sgd", "momentum", "--beta2", "0.999"], "--beta2 applies to none"),
+    (["mlp", "--optimizers", "torch.optim.SGD", "--eps", "1e-6"], "--eps applies to none"),
     (["vgg"], "invalid choice"),
 ]
 if not torch.cuda.is_available():

@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..optimizers import Choice, canonical, parse_spec, resolve
+from ..optimizers import Choice, canonical, parse_spec, resolve, unused_overrides
 from ..runs import Ledger, RunDir, UsageError, check_volume, mean_std, print_ending, table, write_summary
 from .data import DATA_SETS, DataSet, load
 from .models import MODELS, build_model
@@ -193,6 +193,11 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
         runs = plan(cfg)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    given = {"beta1": cfg.beta1, "beta2": cfg.beta2s, "eps": cfg.eps}
+    unused = unused_overrides([r.choice for r in runs], given)
+    if unused:
+        flags = ", ".join(f"--{k}" for k in unused)
+        raise UsageError(f"{flags} applies to none of --optimizers {' '.join(cfg.optimizers)}")
     return cfg, runs, device
 
 
