@@ -30,7 +30,7 @@ from .experiment import Config, ProblemConfig, run
 from .optimizers import ALIASES, ZOO
 from .problems import PRESETS
 from .runs import UsageError, exit_code, handle_signals
-from .values import add_output_flags, count, lr_values, seed_values
+from .values import add_dtype_flag, add_output_flags, count, lr_values, seed_values
 
 PROG = "amsgrad-repro"
 
@@ -129,6 +129,7 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         help="fused: compiled loop, many runs at once; trial: torchbearer Trial, any torch.optim optimizer; "
         "auto: fused when it implements every optimizer",
     )
+    add_dtype_flag(g)
 
     presets = [name for name, pr in PRESETS.items() if setting in pr.settings]
     g = p.add_argument_group("problem (defaults: the paper's Section 5)")
@@ -323,6 +324,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         seed=seeds[0] if seeds else 0,
         x0=args.x0,
         bounds=tuple(args.bounds),
+        dtype=args.dtype,
     )
     betas = args.betas or (None, None)
     overrides = {

@@ -57,7 +57,8 @@ FUSED_CHUNK = 64
 @dataclass(frozen=True)
 class ProblemConfig:
     """Which problem: a setting, a preset of the counterexample family (C, δ), and raw constants that
-    override the preset's when given. ``seed`` is the stochastic stream's seed."""
+    override the preset's when given. ``seed`` is the stochastic stream's seed; ``dtype`` the precision of x and
+    of the optimizers' state ("float32", torch's default, or "float64"), in either engine."""
 
     setting: str = "online"
     preset: str = "paper"
@@ -70,6 +71,7 @@ class ProblemConfig:
     seed: int = 0
     x0: float = 0.0
     bounds: tuple[float, float] = (-1.0, 1.0)
+    dtype: str = "float32"
 
     def constants(self) -> dict:
         """The preset's constants with the raw ones given here on top. Raises ValueError."""
@@ -100,15 +102,15 @@ class ProblemConfig:
         out |= self.constants()
         if self.setting == "stochastic":
             out["seed"] = self.seed
-        return out | {"x0": self.x0, "bounds": list(self.bounds)}
+        return out | {"x0": self.x0, "bounds": list(self.bounds), "dtype": self.dtype}
 
     def make(self) -> LinearProblem:
         """A fresh problem module (x = x0). Raises ``ValueError`` on bad constants."""
         k = self.constants()
         bounds = Bounds(*self.bounds)
         if self.setting == "online":
-            return Online(k["rare_coef"], k["common_coef"], k["period"], self.x0, bounds)
-        return Stochastic(k["rare_coef"], k["common_coef"], k["p"], self.seed, self.x0, bounds)
+            return Online(k["rare_coef"], k["common_coef"], k["period"], self.x0, bounds, self.dtype)
+        return Stochastic(k["rare_coef"], k["common_coef"], k["p"], self.seed, self.x0, bounds, self.dtype)
 
 
 #: invocation-wide optimizer settings (None: each optimizer's own default); see optimizers.resolve
@@ -328,6 +330,7 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 log_every=cfg.log_every,
                 on_log=on_log,
                 on_window=on_window,
+                dtype=cfg.problem.dtype,
             )
         finally:
             for writer in writers:
@@ -403,7 +406,7 @@ def _print_header(cfg: Config, problem: LinearProblem, runs: list[Run], run_dir:
     )
     constants = ", ".join(f"{k}={v:g}" for k, v in described.items() if k in ("C", "delta", "rare_coef",
                           "common_coef", "period", "p"))  # fmt: skip
-    print(f"  problem: preset {cfg.problem.preset} ({constants})", file=out)
+    print(f"  problem: preset {cfg.problem.preset} ({constants}), {cfg.problem.dtype}", file=out)
     replacing = " (replacing the old run once this one has something to keep)" if run_dir.replacing else ""
     print(
         f"  x* = {problem.x_star:+g} (average slope {problem.mean_slope:+.6g}); writing to {run_dir.final}{replacing}",
@@ -422,7 +425,7 @@ def _print_header(cfg: Config, problem: LinearProblem, runs: list[Run], run_dir:
     if engine == "fused":
         from .fused import kernel_cached
 
-        if not kernel_cached():
+        if not kernel_cached(cfg.problem.dtype):
             print("  compiling kernels (first run only, about 15 s) ...", file=out)
 
 

@@ -15,17 +15,22 @@ from the problems' streams, the kernel advances every run through the window, an
 snapshots taken at t = log_every, 2·log_every, … and at t = T. Memory is O(window · problems), never O(T).
 
 Every optimizer of the zoo (:data:`amsgrad_repro.optimizers.ZOO`) is here, and each one copies its Trial
-twin's float32 arithmetic step by step: the torch.optim single-tensor CPU path, or
-:mod:`amsgrad_repro.algorithms`, which uses the same tensor ops:
+twin's arithmetic step by step, in float32 (the default) or float64 (``dtype=``): the torch.optim
+single-tensor CPU path, or :mod:`amsgrad_repro.algorithms`, which uses the same tensor ops:
 
 - t is a 1-based step count; scalars torch computes in Python (bias corrections 1 − β^t, step sizes,
-  schedules, NAdam's μ_t) are computed in float64 the same way, and rounded to float32 where torch's kernels
-  round them;
-- torch's CPU kernels for ``lerp_``, ``addcmul_`` and ``add_(…, alpha=…)`` are fused multiply-adds; we
-  emulate each FMA by one float64 evaluation rounded once to float32 (a product of two float32 is exact in
-  float64); ``addcdiv_`` is (value·t1)/t2 + x, unfused;
-- ``sqrt`` is the correctly rounded float32 square root. torch's CPU sqrt (MKL on AVX-512 builds) is not: it
-  differs by ±1 ulp on some 15% of inputs, so the engines agree to a few ulps rather than bit for bit;
+  schedules, NAdam's μ_t) are computed in float64 the same way, and rounded to the state's dtype where torch's
+  kernels round them (:func:`_as`; in float64 that rounding is the identity). The kernel is compiled once per
+  dtype;
+- torch's CPU kernels for ``lerp_``, ``addcmul_`` and ``add_(…, alpha=…)`` are fused multiply-adds, in both
+  dtypes. In float32 we emulate each FMA by one float64 evaluation rounded once to float32 (a product of two
+  float32 is exact in float64); in float64 we call LLVM's ``llvm.fma.f64`` (correctly rounded, with or without
+  an FMA unit).
+  ``addcdiv_`` is (value·t1)/t2 + x, unfused;
+- ``sqrt`` is the correctly rounded square root. torch's CPU sqrt (MKL on AVX-512 builds) is not: it differs
+  by ±1 ulp on some 15% of float32 inputs and 0.5% of float64 inputs, so the engines agree to a few ulps rather
+  than bit for bit (tests/test_algorithms.py measures it in both dtypes);
+- NAdam's μ-product lives in a float32 tensor in torch whatever the parameter's dtype, and here too;
 - the regret term c_t·(x_t − x*) is accumulated in float64 in step order, as the Trial's metric does.
 
 torch counts steps in a float32 tensor, which stops at 2^24 = 16,777,216; we count exactly. Nothing that
@@ -41,9 +46,11 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic, overload
 
 from .optimizers import Choice, resolve
-from .problems import LinearProblem
+from .problems import DTYPES, LinearProblem
 from .runs import defer_signals
 
 # optimizer kinds in the kernel
@@ -114,7 +121,7 @@ def encode(choice: Choice) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class FusedResult:
-    """State after :func:`simulate`: x (float32 iterate after the last update), R_t / t, steps done."""
+    """State after :func:`simulate`: x (iterate after the last update, in the run's dtype), R_t / t, steps done."""
 
     x: np.ndarray
     average_regret: np.ndarray
@@ -124,19 +131,49 @@ class FusedResult:
     stop_requested: bool = False
 
 
-@numba.njit(inline="always")
+def _as(value, like):
+    """``value`` rounded to the precision of ``like`` (the state's dtype): ``np.float32(value)`` in a float32 run,
+    ``np.float64(value)`` in a float64 one. The kernel is compiled once per state dtype."""
+
+
+@overload(_as, inline="always")
+def _as_overload(value, like):
+    if isinstance(like, types.Float) and like.bitwidth == 32:
+        return lambda value, like: np.float32(value)
+    return lambda value, like: np.float64(value)
+
+
+@intrinsic
+def _fma64(typingctx, a, b, c):
+    """LLVM's ``llvm.fma.f64``: a·b + c with one rounding (the CPU's FMA instruction, or libm's fma)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
 def _fma(a, b, c):
-    """float32 a·b + c with one rounding (what torch's CPU kernels compute for lerp/addcmul/add-with-alpha)."""
-    return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+    """a·b + c with one rounding, in the dtype of ``c`` (what torch's CPU kernels compute for lerp, addcmul and
+    add with alpha, in float32 and float64 alike)."""
+
+
+@overload(_fma, inline="always")
+def _fma_overload(a, b, c):
+    if isinstance(c, types.Float) and c.bitwidth == 32:
+        # a product of two float32 is exact in float64, so one float64 sum rounded once to float32 is the FMA
+        # (bar double rounding of the sum, which our lockstep tests have not met)
+        return lambda a, b, c: np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+    return lambda a, b, c: _fma64(np.float64(a), np.float64(b), np.float64(c))
 
 
 @numba.njit(inline="always")
 def _lerp(start, end, weight):
-    """torch.lerp on float32: start + w·(end − start) for |w| < 0.5, else end − (end − start)·(1 − w), as FMAs."""
-    d = np.float32(end - start)
-    if abs(weight) < np.float32(0.5):
+    """torch.lerp: start + w·(end − start) for |w| < 0.5, else end − (end − start)·(1 − w), as FMAs."""
+    d = _as(end - start, start)
+    if abs(weight) < _as(0.5, start):
         return _fma(weight, d, start)
-    return _fma(-d, np.float32(np.float32(1.0) - weight), end)
+    return _fma(-d, _as(_as(1.0, start) - weight, start), end)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -145,10 +182,10 @@ def _window(
     problem_of,  # (R,) int64
     fp,  # (R, 8) float64 hyperparameters (F_* columns)
     ip,  # (R, 7) int64 flags (I_* columns)
-    x,  # (R,) float32, in/out
-    m,  # (R,) float32, in/out: first moment / momentum buffer
-    v,  # (R,) float32, in/out: second moment / sum of squares / Adamax's u
-    vmax,  # (R,) float32, in/out: AMSGrad's v̂
+    x,  # (R,) float32 or float64 (the run's dtype), in/out
+    m,  # (R,) same dtype, in/out: first moment / momentum buffer
+    v,  # (R,) same dtype, in/out: second moment / sum of squares / Adamax's u
+    vmax,  # (R,) same dtype, in/out: AMSGrad's v̂
     aux,  # (R,) float64, in/out: Π β1s (Adam family) or NAdam's μ-product (a float32 value)
     regret,  # (R,) float64, in/out: R_{t-1}
     bc_done,  # (R,) bool, in/out: bias corrections are exactly 1.0 from here on
@@ -159,7 +196,7 @@ def _window(
     n,
     log_every,
     last_t,
-    snap_x,  # (R, k) float32, out
+    snap_x,  # (R, k) the run's dtype, out
     snap_r,  # (R, k) float64, out
 ):
     n_runs = x.shape[0]
@@ -168,69 +205,70 @@ def _window(
         kind, nesterov, ams, bias = ip[r, I_KIND], ip[r, I_NESTEROV], ip[r, I_AMS], ip[r, I_BIAS]
         lrs, b1s, b2s = ip[r, I_LRS], ip[r, I_B1S], ip[r, I_B2S]
         a, b1, b2, lam, psi = fp[r, F_LR], fp[r, F_B1], fp[r, F_B2], fp[r, F_LAM], fp[r, F_PSI]
-        epsf = np.float32(fp[r, F_EPS])
+        xr, mr, vr, vmr, ax, reg, done = x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r]
+        epsf = _as(fp[r, F_EPS], xr)
         mom = fp[r, F_MOM]
-        momf = np.float32(mom)
-        alphaf = np.float32(fp[r, F_ALPHA])
-        one_minus_alpha = np.float32(1.0 - fp[r, F_ALPHA])
-        lof, hif = np.float32(lo[r]), np.float32(hi[r])
+        momf = _as(mom, xr)
+        alphaf = _as(fp[r, F_ALPHA], xr)
+        one_minus_alpha = _as(1.0 - fp[r, F_ALPHA], xr)
+        lof, hif = _as(lo[r], xr), _as(hi[r], xr)
         xs = x_star[r]
         # per-run constants, hoisted out of the time loop (used when the schedules are constant)
-        w1 = np.float32(1.0 - b1)
-        b2f = np.float32(b2)
-        c2f = np.float32(1.0 - b2)
-        xr, mr, vr, vmr, ax, reg, done = x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r]
+        w1 = _as(1.0 - b1, xr)
+        b2f = _as(b2, xr)
+        c2f = _as(1.0 - b2, xr)
         k = 0
         for i in range(n):
             t = t0 + i
             tf = np.float64(t)
             c = coefs[row, i]
             reg += c * (np.float64(xr) - xs)  # f_t(x_t) − f_t(x*), x_t the point played
-            g = np.float32(c)  # ∇f_t(x_t) = c_t in float32
+            g = _as(c, xr)  # ∇f_t(x_t) = c_t in the run's dtype
             if kind == K_SGD:
                 if mom != 0.0:
                     # torch: buf = g at the first step, then buf.mul_(μ).add_(g); nesterov: g.add(buf, alpha=μ)
-                    mr = g if t == 1 else np.float32(np.float32(mr * momf) + g)
+                    mr = g if t == 1 else _as(_as(mr * momf, xr) + g, xr)
                     d = _fma(momf, mr, g) if nesterov else mr
                 else:
                     d = g
-                xr = _fma(np.float32(-a), d, xr)  # param.add_(d, alpha=−lr)
+                xr = _fma(_as(-a, xr), d, xr)  # param.add_(d, alpha=−lr)
             elif kind == K_ADAGRAD:
                 vr = _fma(g, g, vr)  # s ← s + g² (addcmul_ value=1)
-                xr = xr + np.float32(np.float32(-a) * g) / np.float32(np.float32(np.sqrt(vr)) + epsf)
+                xr = xr + _as(_as(-a, xr) * g, xr) / _as(_as(np.sqrt(vr), xr) + epsf, xr)
             elif kind == K_RMSPROP:
-                vr = _fma(np.float32(one_minus_alpha * g), g, np.float32(vr * alphaf))
-                xr = xr + np.float32(np.float32(-a) * g) / np.float32(np.float32(np.sqrt(vr)) + epsf)
+                vr = _fma(_as(one_minus_alpha * g, xr), g, _as(vr * alphaf, xr))
+                xr = xr + _as(_as(-a, xr) * g, xr) / _as(_as(np.sqrt(vr), xr) + epsf, xr)
             elif kind == K_ADAMAX:
                 mr = _lerp(mr, g, w1)
-                vr = max(np.float32(vr * b2f), np.float32(abs(g) + epsf))
+                vr = max(_as(vr * b2f, xr), _as(abs(g) + epsf, xr))
                 clr = a / (1.0 - b1**tf)
-                xr = xr + np.float32(np.float32(-clr) * mr) / vr
+                xr = xr + _as(_as(-clr, xr) * mr, xr) / vr
             elif kind == K_NADAM:
                 bc2 = 1.0 - b2**tf
                 mu = b1 * (1.0 - 0.5 * (0.96 ** (tf * psi)))
                 mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((tf + 1.0) * psi)))
-                ax = np.float64(np.float32(np.float32(ax) * np.float32(mu)))  # float32 state tensor *= μ
+                # torch keeps μ-product in a float32 tensor whatever the parameter's dtype
+                ax = np.float64(np.float32(np.float32(ax) * np.float32(mu)))
                 mr = _lerp(mr, g, w1)
-                vr = _fma(np.float32(c2f * g), g, np.float32(vr * b2f))
-                denom = np.float32(np.float32(np.sqrt(np.float32(vr / np.float32(bc2)))) + epsf)
+                vr = _fma(_as(c2f * g, xr), g, _as(vr * b2f, xr))
+                denom = _as(_as(np.sqrt(_as(vr / _as(bc2, xr), xr)), xr) + epsf, xr)
                 mu_product_next = ax * mu_next
-                xr = xr + np.float32(np.float32(-a * (1.0 - mu) / (1.0 - ax)) * g) / denom
-                xr = xr + np.float32(np.float32((-a * mu_next) / (1.0 - mu_product_next)) * mr) / denom
+                xr = xr + _as(_as(-a * (1.0 - mu) / (1.0 - ax), xr) * g, xr) / denom
+                xr = xr + _as(_as((-a * mu_next) / (1.0 - mu_product_next), xr) * mr, xr) / denom
             else:  # K_ADAM: Adam, the three AMSGrads, AdamNC (amsgrad_repro.algorithms._update)
                 lr_t = a if lrs == 0 else a / np.sqrt(tf)
                 if b1s == 0:
                     b1t, w = b1, w1
                 else:
                     b1t = b1 * lam ** (tf - 1.0) if b1s == 1 else b1 / tf
-                    w = np.float32(1.0 - b1t)
+                    w = _as(1.0 - b1t, xr)
                 if b2s == 0:
                     b2t, b2tf, c2tf = b2, b2f, c2f
                 else:
                     b2t = 1.0 - 1.0 / tf
-                    b2tf, c2tf = np.float32(b2t), np.float32(1.0 - b2t)
+                    b2tf, c2tf = _as(b2t, xr), _as(1.0 - b2t, xr)
                 mr = _lerp(mr, g, w)  # m_t = β1t·m + (1 − β1t)·g
-                vr = _fma(np.float32(c2tf * g), g, np.float32(vr * b2tf))  # v_t = β2t·v + (1 − β2t)·g²
+                vr = _fma(_as(c2tf * g, xr), g, _as(vr * b2tf, xr))  # v_t = β2t·v + (1 − β2t)·g²
                 if bias:
                     if done:
                         step, bc2 = lr_t, 1.0
@@ -244,22 +282,22 @@ def _window(
                         step = lr_t / bc1
                         done = bc1 == 1.0 and bc2 == 1.0
                     if ams == 3:  # corrected: v̂ = max(v̂, v / b2_t)
-                        vmr = max(vmr, np.float32(vr / np.float32(bc2)))
-                        denom = np.float32(np.float32(np.sqrt(vmr)) + epsf)
+                        vmr = max(vmr, _as(vr / _as(bc2, xr), xr))
+                        denom = _as(_as(np.sqrt(vmr), xr) + epsf, xr)
                     else:
                         vv = vr
                         if ams == 2:  # pytorch: v̂ = max(v̂, v) over the raw v
                             vmr = max(vmr, vr)
                             vv = vmr
-                        denom = np.float32(np.float32(np.float32(np.sqrt(vv)) / np.float32(bc2**0.5)) + epsf)
+                        denom = _as(_as(_as(np.sqrt(vv), xr) / _as(bc2**0.5, xr), xr) + epsf, xr)
                 else:
                     step = lr_t
                     vv = vr
                     if ams == 1:  # paper: v̂ = max(v̂, v), no bias correction
                         vmr = max(vmr, vr)
                         vv = vmr
-                    denom = np.float32(np.float32(np.sqrt(vv)) + epsf)
-                xr = xr + np.float32(np.float32(-step) * mr) / denom
+                    denom = _as(_as(np.sqrt(vv), xr) + epsf, xr)
+                xr = xr + _as(_as(-step, xr) * mr, xr) / denom
             xr = min(max(xr, lof), hif)  # Π_F
             if t % log_every == 0 or t == last_t:
                 snap_x[r, k] = xr
@@ -268,16 +306,15 @@ def _window(
         x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r] = xr, mr, vr, vmr, ax, reg, done
 
 
-def kernel_cached() -> bool:
-    """Whether numba's on-disk cache already holds the compiled kernel (if not, the first call compiles it,
-    which takes about 15 s). Reads numba's cache index location; if that cannot be found, says True."""
-    import glob
-    import os
-
-    path = getattr(getattr(_window, "_cache", None), "_cache_path", None)
-    if path is None:
+def kernel_cached(dtype: str = "float32") -> bool:
+    """Whether numba's on-disk cache already holds the kernel compiled for ``dtype`` state (if not, the first
+    call compiles it, which takes about 15 s). Reads numba's cache index (numba internals: if they cannot be
+    read, says True rather than print a wrong message)."""
+    try:
+        index = _window._cache._cache_file._load_index()
+        return any(str(key[0][4].dtype) == dtype for key in index)  # argument 4 is x: the state's dtype
+    except Exception:
         return True
-    return bool(glob.glob(os.path.join(path, f"{__name__.rsplit('.', 1)[-1]}._window-*.nbi")))
 
 
 def log_points(t0: int, n: int, log_every: int, last_t: int) -> np.ndarray:
@@ -297,6 +334,7 @@ def simulate(
     on_log: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
     on_window: Callable[[int], None] | None = None,
     window: int = 1 << 16,
+    dtype: str = "float32",
 ) -> FusedResult:
     """Run every run for ``steps`` steps; x starts at each problem's x0.
 
@@ -309,6 +347,8 @@ def simulate(
             (k,) and the values (R, k).
         on_window: called after each window with the number of steps it advanced (for a progress bar).
         window: steps per kernel call (memory is O(window · len(problems))).
+        dtype: "float32" (torch's default, and the paper-era frameworks') or "float64": the dtype of x and of
+            every optimizer state, as in a Trial whose problem was built with the same ``dtype``.
 
     Ctrl-C or SIGTERM stops at the end of the current window (the compiled loop cannot stop inside one): the last
     completed step is reported through ``on_log`` if it was not a log point, and the result says
@@ -318,6 +358,9 @@ def simulate(
         raise ValueError("steps, log_every and window must be >= 1")
     if not runs:
         raise ValueError("no runs")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    state_dtype = np.dtype(dtype)
     for run in runs:
         if not 0 <= run.problem < len(problems):
             raise ValueError(f"run {run} names problem {run.problem}, but there are {len(problems)}")
@@ -327,10 +370,10 @@ def simulate(
     encoded = [encode(run.choice) for run in runs]
     fp = np.stack([f for f, _ in encoded])
     ip = np.stack([i for _, i in encoded])
-    x = np.array([p.x.item() for p in chosen], dtype=np.float32)
-    m = np.zeros(n_runs, np.float32)
-    v = np.zeros(n_runs, np.float32)
-    vmax = np.zeros(n_runs, np.float32)
+    x = np.array([p.x0 for p in chosen], dtype=state_dtype)  # x_1, rounded to the run's dtype as torch does
+    m = np.zeros(n_runs, state_dtype)
+    v = np.zeros(n_runs, state_dtype)
+    vmax = np.zeros(n_runs, state_dtype)
     aux = np.ones(n_runs, np.float64)
     regret = np.zeros(n_runs, np.float64)
     bc_done = np.zeros(n_runs, np.bool_)
@@ -351,7 +394,7 @@ def simulate(
             for j, problem in enumerate(problems):
                 coefs[j, :n] = problem.coefs(t0, n)
             ts = log_points(t0, n, log_every, steps)
-            snap_x = np.empty((n_runs, len(ts)), np.float32)
+            snap_x = np.empty((n_runs, len(ts)), state_dtype)
             snap_r = np.empty((n_runs, len(ts)), np.float64)
             _window(
                 coefs, problem_of, fp, ip, x, m, v, vmax, aux, regret, bc_done,

@@ -34,7 +34,7 @@ from .fused import FusedRun, simulate
 from .optimizers import parse_spec, resolve
 from .problems import PRESETS
 from .runs import RunDir, UsageError, exit_code, write_summary
-from .values import add_output_flags, count
+from .values import add_dtype_flag, add_output_flags, count
 
 #: runs per fused call: enough to keep both cores busy, few enough that Ctrl-C loses little
 BATCH = 256
@@ -78,7 +78,7 @@ def run_grid(
                 for k, i, j in batch
             ]
             on_window = None if bar is None else _advance(bar, len(runs))
-            result = simulate([problem], runs, steps, log_every=steps, on_window=on_window)
+            result = simulate([problem], runs, steps, log_every=steps, on_window=on_window, dtype=problem.dtype)
             if result.interrupted:  # Ctrl-C inside the batch: its cells are not finished
                 interrupted = True
                 break
@@ -154,6 +154,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--optimizers", nargs="+", default=["adam"], metavar="SPEC", help="fused optimizers with β's (one map each)"
     )
     p.add_argument("--steps", type=count, default=1_000_000, help="steps T per cell")
+    add_dtype_flag(p)
     p.add_argument("--lr", type=float, default=None, help="step size for every optimizer (default: 0.001)")
     p.add_argument("--eps", type=float, default=None, help="ε (default: each optimizer's own)")
     p.add_argument(
@@ -177,7 +178,9 @@ def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.nd
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if len(set(args.optimizers)) != len(args.optimizers) or any("/" in s for s in args.optimizers):
         raise UsageError(f"--optimizers must be distinct specs without '/', got {args.optimizers}")
-    problem = ProblemConfig(setting=args.setting, preset=args.preset, c=args.c, delta=args.delta, seed=args.seed)
+    problem = ProblemConfig(
+        setting=args.setting, preset=args.preset, c=args.c, delta=args.delta, seed=args.seed, dtype=args.dtype
+    )
     try:
         problem.make()
         for spec in args.optimizers:  # resolve() range-checks lr and eps
@@ -206,11 +209,11 @@ def run(args: argparse.Namespace) -> int:
     problem = problem_cfg.make()
     print(
         f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
-        f"{args.steps:,} steps each; x* = {problem.x_star:+g}; writing to {run_dir.final}"
+        f"{args.steps:,} steps each, {args.dtype}; x* = {problem.x_star:+g}; writing to {run_dir.final}"
     )
     from .fused import kernel_cached
 
-    if not kernel_cached():
+    if not kernel_cached(problem_cfg.dtype):
         print("  compiling kernels (first run only, about 15 s) ...")
     sys.stdout.flush()
     start = time.perf_counter()

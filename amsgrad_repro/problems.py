@@ -30,6 +30,8 @@ from torch import nn
 
 #: How many steps of a stream a problem module caches when read one step at a time.
 _CACHE_STEPS = 4096
+#: The precisions a run can use (``--dtype``): of x and of every optimizer state, in both engines.
+DTYPES = ("float32", "float64")
 
 
 class PeriodicStream:
@@ -143,7 +145,8 @@ def minimiser_of_linear(slope: float, bounds: Bounds) -> float:
 class LinearProblem(nn.Module):
     """f_t(x) = c_t·x on F = [lo, hi], with c_t = ``rare_coef`` where the stream says rare, else ``common_coef``.
 
-    The module owns the iterate: ``x`` is an ``nn.Parameter`` (a 0-d float32 tensor, x₁ = ``x0``), and
+    The module owns the iterate: ``x`` is an ``nn.Parameter`` (a 0-d tensor of ``dtype``, float32 unless
+    asked, x₁ = ``x0``; optimizers keep their state in the same dtype), and
     ``forward(t)`` returns f_t(x) for the 1-based step t. The optimum x* is *derived*: it minimises over F the
     long-run average function, whose slope is ``rare_fraction·rare_coef + (1 − rare_fraction)·common_coef``.
     For the paper's constants that slope is +10/101 (online) and +0.2 (stochastic), so x* = −1.
@@ -156,8 +159,11 @@ class LinearProblem(nn.Module):
         common_coef: float = -10.0,
         x0: float = 0.0,
         bounds: Bounds = Bounds(),
+        dtype: str = "float32",
     ) -> None:
         super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         for name, value in (("rare_coef", rare_coef), ("common_coef", common_coef), ("x0", x0)):
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
@@ -167,7 +173,9 @@ class LinearProblem(nn.Module):
         self.rare_coef = float(rare_coef)
         self.common_coef = float(common_coef)
         self.bounds = bounds
-        self.x = nn.Parameter(torch.tensor(float(x0), dtype=torch.float32))
+        self.x0 = float(x0)
+        self.dtype = dtype
+        self.x = nn.Parameter(torch.tensor(self.x0, dtype=getattr(torch, dtype)))
         self._cache_start = 1
         self._cache = np.empty(0)
 
@@ -202,7 +210,8 @@ class LinearProblem(nn.Module):
         return {
             "rare_coef": self.rare_coef,
             "common_coef": self.common_coef,
-            "x0": float(self.x.detach()),
+            "x0": self.x0,
+            "dtype": self.dtype,
             "bounds": [self.bounds.lo, self.bounds.hi],
             "stream": self.stream.describe(),
         }
@@ -218,8 +227,9 @@ class Online(LinearProblem):
         period: int = 101,
         x0: float = 0.0,
         bounds: Bounds = Bounds(),
+        dtype: str = "float32",
     ) -> None:
-        super().__init__(PeriodicStream(period), rare_coef, common_coef, x0, bounds)
+        super().__init__(PeriodicStream(period), rare_coef, common_coef, x0, bounds, dtype)
 
 
 class Stochastic(LinearProblem):
@@ -237,8 +247,9 @@ class Stochastic(LinearProblem):
         seed: int = 0,
         x0: float = 0.0,
         bounds: Bounds = Bounds(),
+        dtype: str = "float32",
     ) -> None:
-        super().__init__(BernoulliStream(p, seed), rare_coef, common_coef, x0, bounds)
+        super().__init__(BernoulliStream(p, seed), rare_coef, common_coef, x0, bounds, dtype)
 
 
 SETTINGS = {"online": Online, "stochastic": Stochastic}

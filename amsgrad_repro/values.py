@@ -9,7 +9,7 @@ Usage::
 
 Each raises ``argparse.ArgumentTypeError`` with the text that was wrong, so argparse reports it on one line.
 They live here, below every command, so that the synthetic and the real-data commands share them, with
-:func:`add_output_flags`, the output flags every command that writes runs takes.
+:func:`add_output_flags`, the output flags every command that writes runs takes, and :func:`add_dtype_flag`.
 """
 
 from __future__ import annotations
@@ -68,6 +68,17 @@ def seed_values(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"empty seed range {text!r}: START:STOP needs START < STOP")
     return values
+
+
+def add_dtype_flag(g: argparse._ActionsContainer) -> None:
+    """``--dtype``: the precision of x and of the optimizers' state, in the fused kernel and the Trial alike."""
+    g.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="precision of x and of every optimizer state: float32 (torch's default, as in the paper's "
+        "frameworks) or float64 (to see what rounding changes)",
+    )
 
 
 def add_output_flags(g: argparse._ActionsContainer) -> None:

@@ -20,7 +20,7 @@ def _plain_loop(problem, make_optimizer, steps: int):
     opt = make_optimizer(problem.parameters())
     lo, hi = problem.bounds.lo, problem.bounds.hi
     x_star = problem.x_star
-    xs = np.empty(steps, np.float32)
+    xs = np.empty(steps, np.float64)
     avg = np.empty(steps, np.float64)
     total = 0.0
     for t in range(1, steps + 1):
@@ -56,7 +56,7 @@ def _trial_trajectory(problem, optimizer, steps: int):
             avg.append(state[torchbearer.METRICS]["average_regret"])
 
     build_trial(problem, optimizer, steps, callbacks=[Recorder()]).run()
-    return np.array(xs, np.float32), np.array(avg)
+    return np.array(xs), np.array(avg)
 
 
 @pytest.fixture

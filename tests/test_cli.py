@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from amsgrad_repro.cli import main
@@ -40,29 +41,18 @@ def test_end_to_end_events_and_summary(tmp_path, setting, engine, run_cli, read_
     assert -1.0 <= summary["runs"][0]["final_x"] <= 1.0
 
 
-def test_engines_agree_through_the_cli(tmp_path, read_summary):
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-6), ("float64", 1e-13)])
+def test_engines_agree_through_the_cli(tmp_path, read_summary, dtype, tolerance):
     for engine in ("fused", "trial"):
-        code = main(
-            [
-                "online",
-                "--steps",
-                "3000",
-                "--logdir",
-                str(tmp_path),
-                "--run-name",
-                engine,
-                "--engine",
-                engine,
-                "--no-progress",
-                "--lr",
-                "0.01",
-            ]
-        )
-        assert code == 0
+        argv = ["online", "--steps", "3000", "--logdir", str(tmp_path), "--run-name", engine, "--engine", engine]
+        assert main([*argv, "--no-progress", "--lr", "0.01", "--dtype", dtype]) == 0
     fused, trial = read_summary(tmp_path / "online/fused"), read_summary(tmp_path / "online/trial")
+    assert fused["config"]["problem"]["dtype"] == trial["config"]["problem"]["dtype"] == dtype
     for a, b in zip(fused["runs"], trial["runs"], strict=True):
-        assert abs(a["final_x"] - b["final_x"]) <= 1e-6
-        assert abs(a["average_regret"] - b["average_regret"]) <= 1e-6
+        assert abs(a["final_x"] - b["final_x"]) <= tolerance
+        assert abs(a["average_regret"] - b["average_regret"]) <= tolerance
+    if dtype == "float64":  # float64 iterates, not float32 ones in a float64 container
+        assert any(r["final_x"] != float(np.float32(r["final_x"])) for r in fused["runs"] + trial["runs"])
 
 
 BAD = [
@@ -100,6 +90,8 @@ BAD = [
     (["phase", "--C", "7"], "--C does not apply"),
     (["online", "--optimizers", "sgd", "--betas", "0.9", "0.999"], "--betas applies to none"),
     (["online", "--optimizers", "adam", "--momentum", "0.5"], "--momentum applies to none"),
+    (["online", "--dtype", "float16"], "--dtype"),
+    (["phase", "--dtype", "half"], "--dtype"),
     (["nosuch"], "invalid choice"),
 ]
 

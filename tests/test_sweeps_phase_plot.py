@@ -106,14 +106,17 @@ def test_grids():
     assert b2.tolist() == pytest.approx([0.9, 0.99, 0.999])
 
 
-def test_phase_cells_equal_single_runs():
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_phase_cells_equal_single_runs(dtype):
     b1, b2 = beta1_grid(0.0, 0.9, 3), beta2_grid(0.9, 0.999, 3)
-    final_x, regret, interrupted = run_grid(ProblemConfig("online"), ["adam", "amsgrad"], b1, b2, 5000, {"lr": 1e-2})
+    problem = ProblemConfig("online", dtype=dtype)
+    final_x, regret, interrupted = run_grid(problem, ["adam", "amsgrad"], b1, b2, 5000, {"lr": 1e-2})
     assert not interrupted and final_x.shape == (2, 3, 3)
     for k, spec in enumerate(["adam", "amsgrad"]):
         for i, beta1 in enumerate(b1):
             for j, beta2 in enumerate(b2):
-                one = simulate([Online()], [FusedRun.of(spec, lr=1e-2, beta1=beta1, beta2=beta2)], 5000)
+                run = FusedRun.of(spec, lr=1e-2, beta1=beta1, beta2=beta2)
+                one = simulate([Online(dtype=dtype)], [run], 5000, dtype=dtype)
                 assert final_x[k, i, j] == one.x[0]
                 assert regret[k, i, j] == one.average_regret[0]
 
