@@ -17,22 +17,53 @@ from torchbearer.bases import Callback
 from torchbearer.callbacks.tensor_board import AbstractTensorBoard
 
 
+class ScalarRecord:
+    """What a run on a Ray worker writes instead of events: ``add_scalar`` keeps (tag, value, step) in memory,
+    and the driver replays :attr:`scalars` into a real writer (:meth:`replay`), so the events are the same."""
+
+    def __init__(self) -> None:
+        self.scalars: list[tuple[str, float, int]] = []
+
+    def add_scalar(self, tag: str, value: float, global_step: int) -> None:
+        self.scalars.append((tag, float(value), int(global_step)))
+
+    @staticmethod
+    def replay(scalars: list[tuple[str, float, int]], log_dir: str) -> None:
+        """Write ``scalars`` as one run's TensorBoard events in ``log_dir`` (tensorboardX, as the loggers do)."""
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(log_dir)
+        try:
+            for tag, value, step in scalars:
+                writer.add_scalar(tag, value, step)
+        finally:
+            writer.close()
+
+
 class RunWriter(AbstractTensorBoard):
     """A run's own TensorBoard writer: torchbearer's tensorboardX writer for exactly ``log_dir`` (no suffix),
     opened at ``on_start`` and closed at ``on_end`` or by :meth:`close` (idempotent, for a stopped run). The
     loggers of both wings subclass it and write with ``self.writer``. (Two callbacks must not share one
-    directory: torchbearer 0.5.5's ``close_writer`` drops the shared writer at the first close.)"""
+    directory: torchbearer 0.5.5's ``close_writer`` drops the shared writer at the first close.)
 
-    def __init__(self, log_dir: str) -> None:
+    With ``record`` (a :class:`ScalarRecord`) nothing touches the disk: the scalars go into the record, for a
+    run on a Ray worker to return to the driver."""
+
+    def __init__(self, log_dir: str, record: ScalarRecord | None = None) -> None:
         super().__init__(log_dir=log_dir)
+        self.record = record
 
     def on_start(self, state: dict) -> None:
-        self.get_writer()
+        if self.record is not None:
+            self.writer = self.record
+        else:
+            self.get_writer()
 
     def close(self) -> None:
         """Flush and close the writer (idempotent)."""
         if self.writer is not None:
-            self.close_writer()
+            if self.record is None:
+                self.close_writer()
             self.writer = None
 
     def on_end(self, state: dict) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES
+from .cluster import ClusterLost
 from .experiment import Config, ProblemConfig, run
 from .optimizers import ALIASES, ZOO
 from .problems import PRESETS
@@ -268,6 +269,8 @@ def _output(args: argparse.Namespace) -> dict:
         "overwrite": args.overwrite,
         "progress": False if args.no_progress else None,
         "allow_large": args.allow_large,
+        "ray": args.ray,
+        "ray_timeout": args.ray_timeout,
     }
 
 
@@ -351,7 +354,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status: 0, 2 (bad input, one line on stderr, nothing written),
-    130 (Ctrl-C) or 143 (SIGTERM), the last two after writing what was done."""
+    130 (Ctrl-C) or 143 (SIGTERM), or 1 (a Ray cluster lost), the last three after writing what was done."""
     args = build_parser().parse_args(argv)
     with handle_signals():
         try:
@@ -366,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
+        except ClusterLost as e:  # what finished is written (summary.json says which); the rest could not run
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:  # a stop before anything was written (runs catch it themselves after that)
             print(f"{PROG}: interrupted", file=sys.stderr)
             return exit_code(True)

@@ -23,6 +23,7 @@ every planned run with its status.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -33,6 +34,8 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 from . import __version__
+from .cluster import ClusterLost, connect
+from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
 from .optimizers import KEYS, Choice, canonical, parse_spec, resolve, unused_overrides
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
 from .runs import (
@@ -48,10 +51,6 @@ from .runs import (
 )
 
 __all__ = ["Config", "ProblemConfig", "UsageError", "format_table", "run", "validate"]
-
-#: runs per fused call in the CLI: each holds a TensorBoard writer (a file descriptor) open while it runs,
-#: so a sweep of any size keeps at most this many open
-FUSED_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -135,6 +134,9 @@ class Config:
     engine: str = "auto"
     progress: bool | None = None  # None: a bar only on a terminal
     allow_large: bool = False  # go on past runs.MAX_RUNS runs or runs.MAX_EVENT_BYTES of events
+    #: run on Ray: "local" (a local instance), "auto" or "host:port" (join a cluster); None: in this process
+    ray: str | None = None
+    ray_timeout: float = 120.0  # seconds without a live node before a Ray run gives up (cluster.ClusterLost)
 
 
 @dataclass(frozen=True)
@@ -236,17 +238,6 @@ def claim_run_dir(cfg: Config) -> RunDir:
     return RunDir.claim(Path(cfg.logdir) / cfg.problem.setting, cfg.run_name, cfg.overwrite, cfg.logdir)
 
 
-def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) -> float:
-    """Time 300 Trial steps of a throwaway problem (no logging) and return seconds per step."""
-    from .trial import build_trial
-
-    problem = problem_cfg.make()
-    trial = build_trial(problem, choice.build(problem.parameters()), steps=300)
-    start = time.perf_counter()
-    trial.run()
-    return (time.perf_counter() - start) / 300
-
-
 def _planned(run: Run) -> dict:
     """A run's row in summary.json before it has run: what it is, and nulls for what it will log."""
     return {
@@ -261,110 +252,6 @@ def _planned(run: Run) -> dict:
         "seconds": 0.0,
         "hyperparameters": run.choice.describe(),
     }
-
-
-def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
-    """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.trial.build_trial`), one writer
-    open at a time. A signal stops the run in progress (its last step is written) and the ones after it."""
-    from .trial import Progress, ScalarLogger, build_trial
-
-    for run in runs:
-        problem = cfg.problem.with_seed(run.seed).make()
-        logger = ScalarLogger(str(run_dir / run.name), cfg.log_every, cfg.steps)
-        progress = Progress(bar, every=min(cfg.log_every, 1000))
-        trial = build_trial(problem, run.choice.build(problem.parameters()), cfg.steps, callbacks=[logger, progress])
-        start = time.perf_counter()
-        ledger.update(run.name, "running", engine="trial")
-        try:
-            trial.run()
-        except KeyboardInterrupt:
-            logger.write_last()
-            raise
-        finally:
-            logger.close()
-            progress.flush(logger.last_step)
-            ledger.update(
-                run.name,
-                final_x=logger.last_metrics.get("x", float(problem.x.detach())),
-                average_regret=logger.last_metrics.get("average_regret"),
-                steps_done=logger.last_step,
-                seconds=time.perf_counter() - start,
-            )
-        ledger.update(run.name, "complete")
-
-
-def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
-    """The runs through the compiled loop (:func:`amsgrad_repro.fused.simulate`), :data:`FUSED_CHUNK` at a
-    time, writing the same tags at the same steps as the Trial with tensorboardX's writer (torchbearer's).
-    Runs are independent in the kernel, so chunking changes no number; it bounds open files and memory."""
-    from tensorboardX import SummaryWriter
-
-    from .fused import FusedRun, simulate
-
-    for first in range(0, len(runs), FUSED_CHUNK):
-        chunk = runs[first : first + FUSED_CHUNK]
-        seeds = sorted({run.seed for run in chunk})
-        problems = [cfg.problem.with_seed(seed).make() for seed in seeds]
-        fused = [FusedRun(run.choice, seeds.index(run.seed)) for run in chunk]
-        writers = [SummaryWriter(str(run_dir / run.name)) for run in chunk]
-
-        def on_log(ts, xs, regrets, writers=writers) -> None:
-            steps = ts.tolist()
-            for writer, x_row, r_row in zip(writers, xs.tolist(), regrets.tolist(), strict=True):
-                for t, x, r in zip(steps, x_row, r_row, strict=True):
-                    writer.add_scalar("x", x, t)
-                    writer.add_scalar("average_regret", r, t)
-
-        for run in chunk:
-            ledger.update(run.name, "running", engine="fused")
-
-        def on_window(n: int, k: int = len(chunk)) -> None:
-            bar.update(n * k)
-
-        start = time.perf_counter()
-        try:
-            result = simulate(
-                problems,
-                fused,
-                cfg.steps,
-                log_every=cfg.log_every,
-                on_log=on_log,
-                on_window=on_window,
-                dtype=cfg.problem.dtype,
-            )
-        finally:
-            for writer in writers:
-                writer.close()
-        seconds = time.perf_counter() - start
-        for run, x, r in zip(chunk, result.x, result.average_regret, strict=True):
-            ledger.update(
-                run.name,
-                "interrupted" if result.interrupted else "complete",
-                final_x=float(x),
-                average_regret=float(r),
-                steps_done=result.steps_done,
-                seconds=seconds,
-            )
-        if result.interrupted or result.stop_requested:
-            raise KeyboardInterrupt  # the signal was deferred through the kernel's window: stop here
-
-
-ENGINES = {"fused": run_fused_engine, "trial": run_trial_engine}
-
-
-def choose_engine(requested: str, runs: list[Run]) -> tuple[str, str]:
-    """(engine, reason). ``auto`` takes ``fused`` when it implements every optimizer, else ``trial``;
-    an explicit ``fused`` with an optimizer it lacks is a :class:`UsageError`, never a silent fallback."""
-    lacking = sorted({run.choice.label for run in runs if not run.choice.fused})
-    if requested == "fused" and lacking:
-        raise UsageError(f"the fused engine does not implement {', '.join(lacking)}: use --engine trial (or auto)")
-    if requested == "auto":
-        if lacking:
-            return "trial", f"auto: {', '.join(lacking)} has no fused kernel"
-        return "fused", "auto: every optimizer has a fused kernel"
-    if requested not in ENGINES:
-        raise UsageError(f"unknown engine {requested!r}: choose from auto, {', '.join(ENGINES)}")
-    return requested, "as requested"
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -443,15 +330,24 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     engine, why = choose_engine(cfg.engine, runs)
     points = -(-cfg.steps // cfg.log_every) + (cfg.steps % cfg.log_every != 0)
     volume = check_volume(len(runs), 2 * points * len(runs), cfg.allow_large)
+    with contextlib.ExitStack() as stack:
+        cluster = None if cfg.ray is None else stack.enter_context(connect(cfg.ray, cfg.ray_timeout))
+        return _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out, err)
+
+
+def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO, err: TextIO) -> dict:
     run_dir = claim_run_dir(cfg)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
+    lost = None
     try:
         _print_header(cfg, problem, runs, run_dir, engine, why, out)
         print(f"  writing {volume}", file=out)
         for warning in warnings:
             print(warning, file=err)
-        if engine == "trial":
+        if cluster is not None:
+            print(f"  on {cluster.describe()}, one CPU per task", file=out)
+        elif engine == "trial":
             per_step = estimate_trial_seconds_per_step(cfg.problem, runs[0].choice)
             total = per_step * cfg.steps * len(runs)
             print(
@@ -463,9 +359,15 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
         disable = None if cfg.progress is None else not cfg.progress
         total_steps = cfg.steps * len(runs)
         with tqdm(total=total_steps, unit="step", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
-            ENGINES[engine](cfg, runs, run_dir.path, bar, ledger)
+            if cluster is None:
+                ENGINES[engine](cfg, runs, run_dir.path, bar, ledger)
+            else:
+                run_on_ray(cluster, engine, cfg, runs, run_dir.path, bar, ledger)
     except KeyboardInterrupt:
         ledger.stop()
+    except ClusterLost as e:  # keep what finished, then say why the rest did not
+        ledger.stop()
+        lost = e
     except BaseException:
         run_dir.release(keep=False)  # a failure before anything ran (or a bug): the old run stays as it was
         raise
@@ -483,6 +385,7 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
             "seeds": None if cfg.seeds is None else list(cfg.seeds),
             "log_every": cfg.log_every,
             "engine": engine,
+            "ray": None if cluster is None else cluster.address,
             "run_dir": str(run_dir.final),
         },
         "runs": ledger.rows(),
@@ -498,4 +401,6 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     cut = [r for r in summary["runs"] if r["status"] == "interrupted"]
     where = f" at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else " between runs"
     print_ending(summary, final, keep, where, cfg.logdir, out)
+    if lost is not None:
+        raise lost
     return summary

@@ -20,15 +20,19 @@ far; the others are written as "not started".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from .cluster import Cluster, ClusterLost, connect
+from .engines import fused_task, ray_chunk
 from .experiment import ProblemConfig
 from .fused import FusedRun, simulate
 from .optimizers import parse_spec, resolve
@@ -53,6 +57,23 @@ def beta2_grid(lo: float, hi: float, n: int) -> np.ndarray:
     return 1.0 - np.geomspace(1.0 - lo, 1.0 - hi, n)
 
 
+@dataclass
+class Grid:
+    """What :func:`run_grid` computed: arrays of shape (optimizers, len(beta1s), len(beta2s)), NaN where a cell
+    did not finish; unpacks as ``final_x, regret, interrupted``."""
+
+    final_x: np.ndarray
+    regret: np.ndarray
+    interrupted: bool = False
+    #: cells whose Ray task raised: ((k, i, j), error)
+    failed: list = field(default_factory=list)
+    #: the ClusterLost that stopped a Ray run early, if one did
+    lost: Exception | None = None
+
+    def __iter__(self):
+        return iter((self.final_x, self.regret, self.interrupted))
+
+
 def run_grid(
     problem_cfg: ProblemConfig,
     specs: list[str],
@@ -61,35 +82,62 @@ def run_grid(
     steps: int,
     overrides: dict | None = None,
     bar=None,
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(final x, R_T/T, interrupted): arrays of shape (optimizers, len(beta1s), len(beta2s)), NaN where a cell
-    did not finish. Cells run in batches of :data:`BATCH` through :func:`simulate`."""
+    cluster: Cluster | None = None,
+) -> Grid:
+    """Every cell through the fused engine: in batches of :data:`BATCH` through :func:`simulate` in this process,
+    or, with ``cluster``, as Ray tasks of :func:`~amsgrad_repro.engines.ray_chunk` cells (one CPU each). A signal
+    stops it with the finished cells kept (``interrupted``)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
-    problem = problem_cfg.make()
     cells = [(k, i, j) for k in range(len(specs)) for i in range(len(beta1s)) for j in range(len(beta2s))]
     shape = (len(specs), len(beta1s), len(beta2s))
-    final_x, regret = np.full(shape, np.nan), np.full(shape, np.nan)
-    interrupted = False
+    grid = Grid(np.full(shape, np.nan), np.full(shape, np.nan))
+
+    def choice(k: int, i: int, j: int):
+        return resolve(specs[k], overrides | {"beta1": float(beta1s[i]), "beta2": float(beta2s[j])})
+
     try:
+        if cluster is not None:
+            _run_grid_on_ray(cluster, problem_cfg, cells, choice, steps, bar, grid)
+            return grid
+        problem = problem_cfg.make()
         for start in range(0, len(cells), BATCH):
             batch = cells[start : start + BATCH]
-            runs = [
-                FusedRun(resolve(specs[k], overrides | {"beta1": float(beta1s[i]), "beta2": float(beta2s[j])}))
-                for k, i, j in batch
-            ]
+            runs = [FusedRun(choice(k, i, j)) for k, i, j in batch]
             on_window = None if bar is None else _advance(bar, len(runs))
             result = simulate([problem], runs, steps, log_every=steps, on_window=on_window, dtype=problem.dtype)
             if result.interrupted:  # Ctrl-C inside the batch: its cells are not finished
-                interrupted = True
+                grid.interrupted = True
                 break
             for (k, i, j), x, r in zip(batch, result.x, result.average_regret, strict=True):
-                final_x[k, i, j], regret[k, i, j] = x, r
+                grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
             if result.stop_requested:  # Ctrl-C in the batch's last window: keep it, start no other
-                interrupted = True
+                grid.interrupted = True
                 break
-    except KeyboardInterrupt:  # Ctrl-C between batches
-        interrupted = True
-    return final_x, regret, interrupted
+    except KeyboardInterrupt:  # Ctrl-C between batches (or while waiting for Ray)
+        grid.interrupted = True
+    except ClusterLost as e:
+        grid.interrupted, grid.lost = True, e
+    return grid
+
+
+def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice, steps: int, bar, grid: Grid) -> None:
+    size = ray_chunk(len(cells), cluster.cpus(), steps)
+    jobs = []
+    for start in range(0, len(cells), size):
+        chunk = cells[start : start + size]
+        jobs.append((chunk, ([problem_cfg], [(choice(*cell), 0) for cell in chunk], steps, steps, problem_cfg.dtype)))
+    results = cluster.run(fused_task, jobs, num_cpus=1)
+    try:
+        for chunk, result in results:
+            if isinstance(result, dict):
+                for (k, i, j), x, r in zip(chunk, result["final_x"], result["final_regret"], strict=True):
+                    grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
+            else:
+                grid.failed += [(cell, result.error) for cell in chunk]
+            if bar is not None:
+                bar.update(steps * len(chunk))
+    finally:
+        results.close()
 
 
 def _advance(bar, runs: int):
@@ -198,12 +246,19 @@ def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.nd
 
 
 def run(args: argparse.Namespace) -> int:
-    import matplotlib.pyplot as plt
-
+    """The ``phase`` command: validate, connect to Ray if asked, run the grid, write csv/json/heat maps."""
     problem_cfg, specs, b1, b2 = _validate(args)
     cells = len(specs) * len(b1) * len(b2)
     if cells > 1_000_000 and not args.allow_large:
         raise UsageError(f"phase: {cells:,} cells is probably a typo; pass --allow-large to go on")
+    with contextlib.ExitStack() as stack:
+        cluster = None if args.ray is None else stack.enter_context(connect(args.ray, args.ray_timeout))
+        return _run(args, problem_cfg, specs, b1, b2, cells, cluster)
+
+
+def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None) -> int:
+    import matplotlib.pyplot as plt
+
     run_dir = RunDir.claim(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
     out = run_dir.path
     problem = problem_cfg.make()
@@ -213,7 +268,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from .fused import kernel_cached
 
-    if not kernel_cached(problem_cfg.dtype):
+    if cluster is not None:
+        size = ray_chunk(cells, cluster.cpus(), args.steps)
+        print(f"  on {cluster.describe()}, one CPU per task of up to {size} cells")
+    elif not kernel_cached(problem_cfg.dtype):
         print("  compiling kernels (first run only, about 15 s) ...")
     sys.stdout.flush()
     start = time.perf_counter()
@@ -221,18 +279,20 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(
             total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
         ) as bar:
-            final_x, regret, interrupted = run_grid(
-                problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar
-            )
+            grid = run_grid(problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar, cluster)
+            final_x, regret, interrupted = grid
     except BaseException:
         run_dir.release(keep=False)
         raise
     elapsed = time.perf_counter() - start
     done = int(np.isfinite(final_x).sum())
+    failed = {cell: error for cell, error in grid.failed}
+    for error in sorted(set(failed.values())):
+        print(f"phase: {sum(e == error for e in failed.values())} cell(s) failed: {error}", file=sys.stderr)
     if done == 0:
         run_dir.release(keep=False)
         print(f"phase: {'interrupted' if interrupted else 'stopped'} before any cell finished: nothing kept")
-        return exit_code(True) if interrupted else 0
+        return _exit(grid)
 
     with open(out / "phase.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -242,7 +302,8 @@ def run(args: argparse.Namespace) -> int:
                 for j, beta2 in enumerate(b2):
                     ok = bool(np.isfinite(final_x[k, i, j]))
                     row = [f"{final_x[k, i, j]:.9g}", f"{regret[k, i, j]:.9g}"] if ok else ["", ""]
-                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, "complete" if ok else "not started"])
+                    status = "complete" if ok else ("failed" if (k, i, j) in failed else "not started")
+                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status])
     meta = {
         "problem": problem_cfg.describe() | {"x_star": problem.x_star},
         "optimizers": specs,
@@ -252,8 +313,14 @@ def run(args: argparse.Namespace) -> int:
         "beta2": b2.tolist(),
         "cells": cells,
         "cells_done": done,
-        "status": "interrupted" if interrupted else "complete",
+        "status": "interrupted" if interrupted else ("failed" if failed else "complete"),
         "interrupted": interrupted,
+        "failed_cells": [
+            {"optimizer": specs[k], "beta1": float(b1[i]), "beta2": float(b2[j]), "error": error}
+            for (k, i, j), error in failed.items()
+        ],
+        "ray": None if cluster is None else cluster.address,
+        "error": None if grid.lost is None else str(grid.lost),
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
@@ -274,4 +341,12 @@ def run(args: argparse.Namespace) -> int:
     final = run_dir.release(keep=True)
     verdict = f"interrupted: {done} of {cells} cells finished" if interrupted else f"{cells} cells"
     print(f"{verdict} in {elapsed:.1f} s; wrote {final}/phase.csv, phase.json and the heat maps")
-    return exit_code(interrupted)
+    return _exit(grid)
+
+
+def _exit(grid: Grid) -> int:
+    """1 if the Ray cluster was lost (said on stderr), else 0 or the signal's code."""
+    if grid.lost is not None:
+        print(f"amsgrad_repro: error: {grid.lost}", file=sys.stderr)
+        return 1
+    return exit_code(grid.interrupted)

@@ -35,7 +35,7 @@ from torchbearer import Trial
 from torchbearer.bases import Callback, Metric
 from torchbearer.metrics import to_dict
 
-from .callbacks import Progress, RunWriter
+from .callbacks import Progress, RunWriter, ScalarRecord
 from .problems import LinearProblem
 
 __all__ = ["Progress", "Projection", "ScalarLogger", "build_trial", "linear_loss", "load_step"]
@@ -133,8 +133,10 @@ class ScalarLogger(RunWriter):
     ``state[METRICS]``.
     """
 
-    def __init__(self, log_dir: str, log_every: int = 1000, steps: int | None = None) -> None:
-        super().__init__(log_dir)
+    def __init__(
+        self, log_dir: str, log_every: int = 1000, steps: int | None = None, record: ScalarRecord | None = None
+    ) -> None:
+        super().__init__(log_dir, record)
         if log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
         self.log_every = log_every

@@ -33,6 +33,7 @@ Choices the paper leaves open (beyond the models', see :mod:`.models`):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -44,9 +45,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..cluster import Cluster, ClusterLost, connect
 from ..optimizers import Choice, canonical, parse_spec, resolve, unused_overrides
 from ..runs import Ledger, RunDir, UsageError, check_volume, mean_std, print_ending, table, write_summary
 from .data import DATA_SETS, DataSet, load
+from .engines import run_on_ray, train_one
 from .models import MODELS, build_model
 
 #: per model: default data set, iterations, step size and α schedule
@@ -84,6 +87,9 @@ class RealConfig:
     overwrite: bool = False
     progress: bool | None = None  # None: a bar only on a terminal
     allow_large: bool = False
+    #: run on Ray: "local", "auto" or "host:port"; None: in this process (see amsgrad_repro.cluster)
+    ray: str | None = None
+    ray_timeout: float = 120.0
 
     def resolved(self) -> RealConfig:
         """This config with the model's defaults filled in."""
@@ -218,49 +224,6 @@ def _planned(run: RealRun) -> dict:
     }
 
 
-def train_one(cfg: RealConfig, data: DataSet, run: RealRun, run_dir: Path, device: str, bar, ledger: Ledger) -> None:
-    """One run through a torchbearer Trial; its numbers go into ``ledger`` as they are known. A signal
-    (KeyboardInterrupt) writes the partial window and propagates; any other error fails this run only."""
-    from ..callbacks import Progress
-    from .trial import Batches, Evaluate, RunLogger, SqrtDecay, build_trial
-
-    model = build_model(cfg.model, data.shape, run.seed)
-    batches = Batches(data.x_train, data.y_train, cfg.batch_size, run.seed, device)
-    logger = RunLogger(str(run_dir / run.name), cfg.log_every, cfg.iterations)
-    progress = Progress(bar, every=min(cfg.log_every, 100))
-    callbacks = [SqrtDecay()] if cfg.lr_schedule == "sqrt" else []
-    callbacks += [Evaluate(data.x_test, data.y_test, cfg.eval_every, cfg.iterations, device), logger, progress]
-    start = time.perf_counter()
-    ledger.update(run.name, "running")
-    status = "complete"
-    try:
-        with torch.random.fork_rng(devices=[] if device == "cpu" else None):
-            torch.manual_seed(run.seed)  # dropout masks: the same for every optimizer of this seed
-            model.to(device)
-            trial = build_trial(model, run.choice.build(model.parameters()), batches, cfg.iterations, callbacks)
-            trial.to(device).run()
-    except KeyboardInterrupt:
-        logger.write_last()
-        status = "interrupted"
-        raise
-    except Exception as e:  # this run fails; the grid goes on
-        status = "failed"
-        ledger.update(run.name, error=f"{type(e).__name__}: {e}")
-    finally:
-        logger.close()
-        progress.flush(logger.step)
-        ledger.update(
-            run.name,
-            status,
-            final_train_loss=logger.last.get("train_loss"),
-            final_test_loss=logger.last.get("test_loss"),
-            final_test_accuracy=logger.last.get("test_accuracy"),
-            test_evaluated_at=logger.last_step.get("test_loss"),
-            iterations_done=logger.step,
-            seconds=time.perf_counter() - start,
-        )
-
-
 def cells(rows: list[dict]) -> list[dict]:
     """Per (optimizer, lr, β2): mean and sd over complete runs of the final numbers, and the seeds counted."""
     groups: dict[tuple, list[dict]] = {}
@@ -362,23 +325,39 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
         raise UsageError(f"cifarnet needs images of at least 4×4, {data.name} has {data.shape[1]}×{data.shape[2]}")
     points = -(-cfg.iterations // cfg.log_every) + 2 * -(-cfg.iterations // cfg.eval_every) + 3
     volume = check_volume(len(runs), points * len(runs), cfg.allow_large)
+    with contextlib.ExitStack() as stack:
+        cluster = None if cfg.ray is None else stack.enter_context(connect(cfg.ray, cfg.ray_timeout))
+        return _run(cfg, runs, device, data, volume, cluster, out, err)
+
+
+def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volume: str, cluster: Cluster | None,
+         out: TextIO, err: TextIO) -> dict:  # fmt: skip
     run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
-    if cfg.threads is not None:
+    if cfg.threads is not None and cluster is None:
         torch.set_num_threads(cfg.threads)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
+    lost = None
     try:
         _header(cfg, data, runs, run_dir, device, out)
         print(f"  writing {volume}", file=out)
+        if cluster is not None:
+            gpu = " and 1 GPU" if device == "cuda" else ""
+            print(f"  on {cluster.describe()}; one task per run, {cfg.threads or 1} CPU(s){gpu} each", file=out)
         out.flush()
         disable = None if cfg.progress is None else not cfg.progress
         total = cfg.iterations * len(runs)
         with tqdm(total=total, unit="it", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
-            for r in runs:
+            if cluster is not None:
+                run_on_ray(cluster, cfg, data, runs, run_dir.path, device, bar, ledger)
+            for r in runs if cluster is None else ():
                 bar.set_description(r.name)
                 train_one(cfg, data, r, run_dir.path, device, bar, ledger)
     except KeyboardInterrupt:
         ledger.stop()
+    except ClusterLost as e:  # keep what finished, then say why the rest did not
+        ledger.stop()
+        lost = e
     except BaseException:
         run_dir.release(keep=False)
         raise
@@ -401,7 +380,8 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
             "log_every": cfg.log_every,
             "eval_every": cfg.eval_every,
             "device": device,
-            "threads": torch.get_num_threads(),
+            "threads": (cfg.threads or 1) if cluster is not None else torch.get_num_threads(),
+            "ray": None if cluster is None else cluster.address,
             "run_dir": str(run_dir.final),
         },
         "runs": rows,
@@ -422,6 +402,8 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
     cut = [r for r in rows if r["status"] == "interrupted"]
     where = f" at iteration {cut[0]['iterations_done']:,} of {cut[0]['name']}" if cut else ""
     print_ending(summary, final, keep, where, cfg.logdir, out)
+    if lost is not None:
+        raise lost
     return summary
 
 

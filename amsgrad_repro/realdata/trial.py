@@ -39,7 +39,7 @@ import torchbearer
 from torchbearer import Trial
 from torchbearer.bases import Callback
 
-from ..callbacks import RunWriter
+from ..callbacks import RunWriter, ScalarRecord
 from .models import to_input
 
 #: State key for the latest test metrics, ``{"test_loss": …, "test_accuracy": …}``, and the iteration they
@@ -159,8 +159,8 @@ class RunLogger(RunWriter):
     ``state[LOSS]``, ``state[TEST_METRICS]`` and ``state[TEST_AT]``.
     """
 
-    def __init__(self, log_dir: str, log_every: int, steps: int) -> None:
-        super().__init__(log_dir)
+    def __init__(self, log_dir: str, log_every: int, steps: int, record: ScalarRecord | None = None) -> None:
+        super().__init__(log_dir, record)
         if log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
         self.log_every, self.steps = log_every, steps

@@ -1,0 +1,217 @@
+"""The Ray backend of the run spine: connect to a cluster, run tasks, hand their results to the driver as they come.
+
+Usage::
+
+    from amsgrad_repro.cluster import Cluster
+
+    with Cluster.connect(None) as cluster:            # None: a local Ray instance sized to this machine
+        results = cluster.run(task, [(key, args), ...], num_cpus=1)
+        for key, outcome in results:                # in the order they finish
+            ...                                     # outcome is the task's return value, or a TaskFailed
+
+What stays on the driver: the run directory, every TensorBoard event file and summary.json (tasks return what
+they would have logged; no shared filesystem is needed), the progress bar and the signals. What goes to the
+cluster: pure functions of a run's configuration and seed, so where a task runs changes no number.
+
+Faults, and who handles them:
+
+- a worker process that dies (killed, out of memory, node lost) is Ray's: the task is retried up to
+  :data:`MAX_RETRIES` times, and its result is the same because the task is pure;
+- an ordinary exception in a task is not retried (it would fail again): the outcome is a :class:`TaskFailed`
+  with the error's text, and the caller marks that run failed;
+- Ctrl-C or SIGTERM on the driver cancels every outstanding task (``ray.cancel(force=True)``) and re-raises, so
+  the caller writes the summary with what finished;
+- a cluster that has gone (no node alive, or no answer) for ``timeout`` seconds is a :class:`ClusterLost`
+  error, never an endless wait.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from .runs import UsageError
+
+#: how many times Ray re-runs a task whose worker process died
+MAX_RETRIES = 3
+#: default seconds the driver waits for a cluster with no live node before giving up (``--ray-timeout``)
+DEFAULT_TIMEOUT = 120.0
+#: seconds between two looks at the cluster's nodes while waiting for results
+_CHECK_EVERY = 5.0
+
+
+class ClusterLost(RuntimeError):
+    """The cluster stopped answering, or had no live node, for longer than the timeout."""
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """A task that raised (after Ray's retries, if its worker died): the error, as one line."""
+
+    error: str
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs Ray, an optional extra: pip install -e '.[ray]' (or pip install ray)") from None
+    return ray
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """A host:port that does not accept a TCP connection is an error now, not after Ray's long retries."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray: {address!r} is not an address (use host:port, or auto, or nothing for local)")
+    try:
+        socket.create_connection((host, int(port)), timeout=min(timeout, 10.0)).close()
+    except OSError as e:
+        raise UsageError(f"--ray: no Ray cluster answers at {address} ({e.strerror or e})") from None
+
+
+class Cluster:
+    """A connection to Ray for one invocation. Use :meth:`connect` as a context manager: on exit it
+    disconnects (and stops the local instance, if it started one)."""
+
+    def __init__(self, ray, address: str, timeout: float) -> None:
+        self.ray, self.address, self.timeout = ray, address, timeout
+
+    @classmethod
+    def connect(cls, address: str | None, timeout: float = DEFAULT_TIMEOUT) -> Cluster:
+        """Start a local Ray instance (``address`` None: as many CPUs as this machine has) or join a running
+        cluster (``"auto"``, or ``"host:port"`` of its head). Raises :class:`UsageError` if Ray is not
+        installed or nothing answers at the address. Our SIGINT/SIGTERM handlers survive Ray's start-up."""
+        ray = _import_ray()
+        if address not in (None, "auto"):
+            _check_reachable(address, timeout)
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        try:
+            if address is None:
+                ray.init(num_cpus=os.cpu_count(), **kwargs)
+            else:
+                ray.init(address=address, **kwargs)
+        except ConnectionError as e:
+            raise UsageError(f"--ray {address}: {str(e).splitlines()[0]}") from None
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)  # Ray's driver start-up installs its own SIGTERM handler (sys.exit)
+        return cls(ray, "local" if address is None else address, timeout)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ray.shutdown()
+
+    def cpus(self) -> int:
+        """The cluster's CPUs now (what the chunk sizes are planned for)."""
+        return int(self.ray.cluster_resources().get("CPU", 1))
+
+    def describe(self) -> str:
+        """One line: where, and what it has."""
+        res = self.ray.cluster_resources()
+        alive = sum(1 for n in self.ray.nodes() if n.get("Alive"))
+        gpus = f", {res['GPU']:g} GPU" if res.get("GPU") else ""
+        return f"Ray {self.ray.__version__} ({self.address}): {alive} node(s), {res.get('CPU', 0):g} CPU{gpus}"
+
+    def run(
+        self,
+        task: Callable,
+        jobs: Sequence[tuple[object, tuple]],
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+    ) -> Iterator[tuple[object, object]]:
+        """Submit ``task(*args)`` for every ``(key, args)`` and yield ``(key, result)`` as each finishes, with
+        ``result`` a :class:`TaskFailed` if the task raised. Ctrl-C/SIGTERM (a KeyboardInterrupt here) or
+        :class:`ClusterLost` cancel every task not yet finished, then propagate."""
+        remote = self.ray.remote(task).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=False
+        )
+        pending = {remote.remote(*args): key for key, args in jobs}
+        last_alive = time.monotonic()
+        try:
+            while pending:
+                done, _ = self.ray.wait(list(pending), num_returns=1, timeout=_CHECK_EVERY)
+                if not done:
+                    if self._alive():
+                        last_alive = time.monotonic()
+                    elif time.monotonic() - last_alive > self.timeout:
+                        raise ClusterLost(
+                            f"the Ray cluster ({self.address}) has had no live node for {self.timeout:g} s "
+                            f"with {len(pending)} task(s) outstanding (--ray-timeout)"
+                        )
+                    continue
+                last_alive = time.monotonic()
+                ref = done[0]
+                key = pending.pop(ref)
+                try:
+                    result = self.ray.get(ref)
+                except self.ray.exceptions.RayError as e:
+                    result = TaskFailed(_one_line(e))
+                yield key, result
+        except BaseException:
+            for ref in pending:
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # already finished, or the cluster is gone: nothing to cancel
+                    pass
+            raise
+
+    def _alive(self) -> bool:
+        """Whether the cluster answers within a few seconds and has a live node with a CPU."""
+        answer: list[bool] = []
+
+        def ask() -> None:
+            try:
+                answer.append(any(n.get("Alive") and n.get("Resources", {}).get("CPU") for n in self.ray.nodes()))
+            except Exception:
+                answer.append(False)
+
+        thread = threading.Thread(target=ask, daemon=True)
+        thread.start()
+        thread.join(_CHECK_EVERY)
+        return bool(answer and answer[0])
+
+
+def _one_line(error: BaseException) -> str:
+    """A Ray error as one line: the task's own exception if it raised one, else Ray's reason."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def add_ray_flags(g) -> None:
+    """``--ray [ADDRESS]`` and ``--ray-timeout``, the same in every command that runs more than one run."""
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: no ADDRESS starts a local Ray instance sized to this machine; auto or host:port joins "
+        "a running cluster (needs the ray extra: pip install -e '.[ray]'; see docs/ray.md)",
+    )
+    g.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="with --ray: give up when the cluster has had no live node, or has not answered, for this long",
+    )
+
+
+def connect(flag: str, timeout: float = DEFAULT_TIMEOUT) -> Cluster:
+    """:meth:`Cluster.connect` for a ``--ray`` value: "local" starts a local instance, anything else is an
+    address. Raises :class:`UsageError` for a timeout that is not a positive number."""
+    if not (timeout > 0 and timeout != float("inf")):
+        raise UsageError(f"--ray-timeout must be a positive number of seconds, got {timeout:g}")
+    return Cluster.connect(None if flag == "local" else flag, timeout)

@@ -1,0 +1,273 @@
+"""How the synthetic runs execute: the Trial engine, the fused engine, and either of them on a Ray cluster.
+
+Usage (what :func:`amsgrad_repro.experiment.run` does)::
+
+    engine, why = choose_engine("auto", runs)
+    ENGINES[engine](cfg, runs, run_dir, bar, ledger)                      # in this process
+    run_on_ray(cluster, engine, cfg, runs, run_dir, bar, ledger)          # the same runs, as Ray tasks
+
+Each engine receives the invocation's config, its planned runs, the run directory, a tqdm bar (in steps) and
+the :class:`~amsgrad_repro.runs.Ledger`, and records every run's numbers and status in the ledger as they are
+known. In this process the loggers write events as the runs go; on Ray the tasks (:func:`fused_task`,
+:func:`trial_task`) return what they would have written and the driver writes it, run by run, as results
+arrive. A run is a pure function of its configuration and seed, so both paths write the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .callbacks import ScalarRecord
+from .optimizers import Choice
+from .runs import Ledger, UsageError
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .experiment import Config, ProblemConfig, Run
+
+#: runs per fused call in this process: each holds a TensorBoard writer (a file descriptor) open while it runs,
+#: so a sweep of any size keeps at most this many open
+FUSED_CHUNK = 64
+#: on Ray, a fused task gets about this many run-steps (runs × steps; ~1-3 s of kernel on one core), so that a
+#: task lasts seconds, not milliseconds, and a 10 M-step run is a task of its own
+TASK_RUN_STEPS = 200_000_000
+#: on Ray, a fused task returns at most about this many logged points (x and R_t/t, 16 bytes each)
+TASK_POINTS = 2_000_000
+
+
+def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) -> float:
+    """Time 300 Trial steps of a throwaway problem (no logging) and return seconds per step."""
+    from .trial import build_trial
+
+    problem = problem_cfg.make()
+    trial = build_trial(problem, choice.build(problem.parameters()), steps=300)
+    start = time.perf_counter()
+    trial.run()
+    return (time.perf_counter() - start) / 300
+
+
+def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
+    """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.trial.build_trial`), one writer
+    open at a time. A signal stops the run in progress (its last step is written) and the ones after it."""
+    from .trial import Progress, ScalarLogger, build_trial
+
+    for run in runs:
+        problem = cfg.problem.with_seed(run.seed).make()
+        logger = ScalarLogger(str(run_dir / run.name), cfg.log_every, cfg.steps)
+        progress = Progress(bar, every=min(cfg.log_every, 1000))
+        trial = build_trial(problem, run.choice.build(problem.parameters()), cfg.steps, callbacks=[logger, progress])
+        start = time.perf_counter()
+        ledger.update(run.name, "running", engine="trial")
+        try:
+            trial.run()
+        except KeyboardInterrupt:
+            logger.write_last()
+            raise
+        finally:
+            logger.close()
+            progress.flush(logger.last_step)
+            ledger.update(
+                run.name,
+                final_x=logger.last_metrics.get("x", float(problem.x.detach())),
+                average_regret=logger.last_metrics.get("average_regret"),
+                steps_done=logger.last_step,
+                seconds=time.perf_counter() - start,
+            )
+        ledger.update(run.name, "complete")
+
+
+def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
+    """The runs through the compiled loop (:func:`amsgrad_repro.fused.simulate`), :data:`FUSED_CHUNK` at a
+    time, writing the same tags at the same steps as the Trial with tensorboardX's writer (torchbearer's).
+    Runs are independent in the kernel, so chunking changes no number; it bounds open files and memory."""
+    from tensorboardX import SummaryWriter
+
+    from .fused import FusedRun, simulate
+
+    for first in range(0, len(runs), FUSED_CHUNK):
+        chunk = runs[first : first + FUSED_CHUNK]
+        seeds = sorted({run.seed for run in chunk})
+        problems = [cfg.problem.with_seed(seed).make() for seed in seeds]
+        fused = [FusedRun(run.choice, seeds.index(run.seed)) for run in chunk]
+        writers = [SummaryWriter(str(run_dir / run.name)) for run in chunk]
+
+        def on_log(ts, xs, regrets, writers=writers) -> None:
+            steps = ts.tolist()
+            for writer, x_row, r_row in zip(writers, xs.tolist(), regrets.tolist(), strict=True):
+                for t, x, r in zip(steps, x_row, r_row, strict=True):
+                    writer.add_scalar("x", x, t)
+                    writer.add_scalar("average_regret", r, t)
+
+        for run in chunk:
+            ledger.update(run.name, "running", engine="fused")
+
+        def on_window(n: int, k: int = len(chunk)) -> None:
+            bar.update(n * k)
+
+        start = time.perf_counter()
+        try:
+            result = simulate(
+                problems,
+                fused,
+                cfg.steps,
+                log_every=cfg.log_every,
+                on_log=on_log,
+                on_window=on_window,
+                dtype=cfg.problem.dtype,
+            )
+        finally:
+            for writer in writers:
+                writer.close()
+        seconds = time.perf_counter() - start
+        for run, x, r in zip(chunk, result.x, result.average_regret, strict=True):
+            ledger.update(
+                run.name,
+                "interrupted" if result.interrupted else "complete",
+                final_x=float(x),
+                average_regret=float(r),
+                steps_done=result.steps_done,
+                seconds=seconds,
+            )
+        if result.interrupted or result.stop_requested:
+            raise KeyboardInterrupt  # the signal was deferred through the kernel's window: stop here
+
+
+ENGINES = {"fused": run_fused_engine, "trial": run_trial_engine}
+
+
+def choose_engine(requested: str, runs: list[Run]) -> tuple[str, str]:
+    """(engine, reason). ``auto`` takes ``fused`` when it implements every optimizer, else ``trial``;
+    an explicit ``fused`` with an optimizer it lacks is a :class:`UsageError`, never a silent fallback."""
+    lacking = sorted({run.choice.label for run in runs if not run.choice.fused})
+    if requested == "fused" and lacking:
+        raise UsageError(f"the fused engine does not implement {', '.join(lacking)}: use --engine trial (or auto)")
+    if requested == "auto":
+        if lacking:
+            return "trial", f"auto: {', '.join(lacking)} has no fused kernel"
+        return "fused", "auto: every optimizer has a fused kernel"
+    if requested not in ENGINES:
+        raise UsageError(f"unknown engine {requested!r}: choose from auto, {', '.join(ENGINES)}")
+    return requested, "as requested"
+
+
+def _write_fused(run_dir: Path, names: list[str], ts: np.ndarray, xs: np.ndarray, regrets: np.ndarray) -> None:
+    """The fused engine's scalars of finished runs, one writer at a time (the driver's side of a Ray task)."""
+    steps = ts.tolist()
+    for name, x_row, r_row in zip(names, xs.tolist(), regrets.tolist(), strict=True):
+        scalars = []
+        for t, x, r in zip(steps, x_row, r_row, strict=True):
+            scalars += [("x", x, t), ("average_regret", r, t)]
+        ScalarRecord.replay(scalars, str(run_dir / name))
+
+
+def fused_task(
+    problems: list[ProblemConfig], runs: list[tuple[Choice, int]], steps: int, log_every: int, dtype: str
+) -> dict:
+    """A Ray task: ``runs`` (choice, index into ``problems``) through :func:`~amsgrad_repro.fused.simulate` on
+    one core; returns the snapshots at the log points (``ts``, ``x``, ``average_regret``), the final values
+    and the seconds it took."""
+    import numba
+
+    from .fused import FusedRun, simulate
+
+    numba.set_num_threads(1)  # the task asked Ray for one CPU
+    ts, xs, rs = [], [], []
+
+    def on_log(t, x, r) -> None:
+        ts.append(t)
+        xs.append(x)
+        rs.append(r)
+
+    start = time.perf_counter()
+    made = [p.make() for p in problems]
+    result = simulate(made, [FusedRun(c, i) for c, i in runs], steps, log_every=log_every, on_log=on_log, dtype=dtype)
+    return {
+        "ts": np.concatenate(ts),
+        "x": np.concatenate(xs, axis=1),
+        "average_regret": np.concatenate(rs, axis=1),
+        "final_x": result.x,
+        "final_regret": result.average_regret,
+        "steps_done": result.steps_done,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def trial_task(problem: ProblemConfig, choice: Choice, steps: int, log_every: int) -> dict:
+    """A Ray task: one run through the torchbearer Trial, on one torch thread; returns its scalars as the
+    :class:`~amsgrad_repro.trial.ScalarLogger` would have written them, and its final values."""
+    import torch
+
+    from .trial import ScalarLogger, build_trial
+
+    torch.set_num_threads(1)
+    made = problem.make()
+    record = ScalarRecord()
+    logger = ScalarLogger("", log_every, steps, record=record)
+    start = time.perf_counter()
+    build_trial(made, choice.build(made.parameters()), steps, callbacks=[logger]).run()
+    return {
+        "scalars": record.scalars,
+        "final_x": logger.last_metrics["x"],
+        "average_regret": logger.last_metrics["average_regret"],
+        "steps_done": logger.last_step,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def ray_chunk(runs: int, cpus: int, steps: int, points: int = 1) -> int:
+    """Runs per fused Ray task: about :data:`TASK_RUN_STEPS` run-steps, at most :data:`TASK_POINTS` logged
+    points (runs × ``points`` per run) so that a result stays small, and few enough that every one of the
+    cluster's ``cpus`` gets at least two tasks; at least 1."""
+    return max(1, min(TASK_RUN_STEPS // steps, TASK_POINTS // points, -(-runs // (2 * max(cpus, 1)))))
+
+
+def run_on_ray(cluster: Cluster, engine: str, cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
+    """Every run as Ray tasks (fused: chunks of :func:`ray_chunk` runs; trial: one run each), one CPU per task.
+    The driver writes each run's events and ledger row when its task returns. A task that raised fails its
+    runs; Ctrl-C/SIGTERM cancels the rest (they stay "not started") and propagates."""
+    jobs = []
+    if engine == "fused":
+        size = ray_chunk(len(runs), cluster.cpus(), cfg.steps, -(-cfg.steps // cfg.log_every) + 1)
+        for first in range(0, len(runs), size):
+            chunk = runs[first : first + size]
+            seeds = sorted({run.seed for run in chunk})
+            problems = [cfg.problem.with_seed(seed) for seed in seeds]
+            args = (problems, [(r.choice, seeds.index(r.seed)) for r in chunk], cfg.steps, cfg.log_every,
+                    cfg.problem.dtype)  # fmt: skip
+            jobs.append((chunk, args))
+        task = fused_task
+    else:
+        jobs = [([run], (cfg.problem.with_seed(run.seed), run.choice, cfg.steps, cfg.log_every)) for run in runs]
+        task = trial_task
+    results = cluster.run(task, jobs, num_cpus=1)
+    try:
+        for chunk, result in results:
+            names = [run.name for run in chunk]
+            if not isinstance(result, dict):  # TaskFailed
+                for name in names:
+                    ledger.update(name, "failed", engine=f"{engine} on ray", error=result.error)
+                bar.update(cfg.steps * len(chunk))
+                continue
+            if engine == "fused":
+                _write_fused(run_dir, names, result["ts"], result["x"], result["average_regret"])
+                finals = zip(result["final_x"].tolist(), result["final_regret"].tolist(), strict=True)
+            else:
+                ScalarRecord.replay(result["scalars"], str(run_dir / names[0]))
+                finals = [(result["final_x"], result["average_regret"])]
+            for name, (x, r) in zip(names, finals, strict=True):
+                ledger.update(
+                    name,
+                    "complete",
+                    engine=f"{engine} on ray",
+                    final_x=x,
+                    average_regret=r,
+                    steps_done=result["steps_done"],
+                    seconds=result["seconds"],
+                )
+            bar.update(cfg.steps * len(chunk))
+    finally:
+        results.close()  # cancels what is still outstanding if we are leaving early
