@@ -79,15 +79,19 @@ class Cluster:
     """A connection to Ray for one invocation. Use :meth:`connect` as a context manager: on exit it
     disconnects (and stops the local instance, if it started one)."""
 
-    def __init__(self, ray, address: str, timeout: float) -> None:
+    def __init__(self, ray, address: str, timeout: float, owned: bool = True) -> None:
         self.ray, self.address, self.timeout = ray, address, timeout
+        self.owned = owned  # we connected, so we disconnect at exit
 
     @classmethod
     def connect(cls, address: str | None, timeout: float = DEFAULT_TIMEOUT) -> Cluster:
         """Start a local Ray instance (``address`` None: as many CPUs as this machine has) or join a running
-        cluster (``"auto"``, or ``"host:port"`` of its head). Raises :class:`UsageError` if Ray is not
-        installed or nothing answers at the address. Our SIGINT/SIGTERM handlers survive Ray's start-up."""
+        cluster (``"auto"``, or ``"host:port"`` of its head). If this process is already connected to Ray, that
+        connection is used (and left open at exit). Raises :class:`UsageError` if Ray is not installed or
+        nothing answers at the address. Our SIGINT/SIGTERM handlers survive Ray's start-up."""
         ray = _import_ray()
+        if ray.is_initialized():  # this process is already connected (a notebook, a test module): use that
+            return cls(ray, "connected", timeout, owned=False)
         if address not in (None, "auto"):
             _check_reachable(address, timeout)
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -98,7 +102,10 @@ class Cluster:
             else:
                 ray.init(address=address, **kwargs)
         except ConnectionError as e:
-            raise UsageError(f"--ray {address}: {str(e).splitlines()[0]}") from None
+            hint = (
+                "" if address is None else " (a cluster with token authentication needs RAY_AUTH_MODE=token here too)"
+            )
+            raise UsageError(f"--ray {address}: {str(e).splitlines()[0]}{hint}") from None
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)  # Ray's driver start-up installs its own SIGTERM handler (sys.exit)
@@ -108,7 +115,8 @@ class Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.ray.shutdown()
+        if self.owned:
+            self.ray.shutdown()
 
     def cpus(self) -> int:
         """The cluster's CPUs now (what the chunk sizes are planned for)."""

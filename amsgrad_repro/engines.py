@@ -23,7 +23,7 @@ import numpy as np
 
 from .callbacks import ScalarRecord
 from .optimizers import Choice
-from .runs import Ledger, UsageError
+from .runs import Ledger, UsageError, defer_signals
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -246,28 +246,34 @@ def run_on_ray(cluster: Cluster, engine: str, cfg: Config, runs: list[Run], run_
     results = cluster.run(task, jobs, num_cpus=1)
     try:
         for chunk, result in results:
-            names = [run.name for run in chunk]
-            if not isinstance(result, dict):  # TaskFailed
-                for name in names:
-                    ledger.update(name, "failed", engine=f"{engine} on ray", error=result.error)
-                bar.update(cfg.steps * len(chunk))
-                continue
-            if engine == "fused":
-                _write_fused(run_dir, names, result["ts"], result["x"], result["average_regret"])
-                finals = zip(result["final_x"].tolist(), result["final_regret"].tolist(), strict=True)
-            else:
-                ScalarRecord.replay(result["scalars"], str(run_dir / names[0]))
-                finals = [(result["final_x"], result["average_regret"])]
-            for name, (x, r) in zip(names, finals, strict=True):
-                ledger.update(
-                    name,
-                    "complete",
-                    engine=f"{engine} on ray",
-                    final_x=x,
-                    average_regret=r,
-                    steps_done=result["steps_done"],
-                    seconds=result["seconds"],
-                )
-            bar.update(cfg.steps * len(chunk))
+            with defer_signals(reraise=True):  # a result is written and recorded whole, or not at all
+                _record_result(engine, cfg, chunk, result, run_dir, bar, ledger)
     finally:
         results.close()  # cancels what is still outstanding if we are leaving early
+
+
+def _record_result(engine: str, cfg: Config, chunk: list[Run], result, run_dir: Path, bar, ledger: Ledger) -> None:
+    """One task's result on the driver: its runs' events written and their ledger rows complete (or failed)."""
+    names = [run.name for run in chunk]
+    if not isinstance(result, dict):  # TaskFailed
+        for name in names:
+            ledger.update(name, "failed", engine=f"{engine} on ray", error=result.error)
+        bar.update(cfg.steps * len(chunk))
+        return
+    if engine == "fused":
+        _write_fused(run_dir, names, result["ts"], result["x"], result["average_regret"])
+        finals = zip(result["final_x"].tolist(), result["final_regret"].tolist(), strict=True)
+    else:
+        ScalarRecord.replay(result["scalars"], str(run_dir / names[0]))
+        finals = [(result["final_x"], result["average_regret"])]
+    for name, (x, r) in zip(names, finals, strict=True):
+        ledger.update(
+            name,
+            "complete",
+            engine=f"{engine} on ray",
+            final_x=x,
+            average_regret=r,
+            steps_done=result["steps_done"],
+            seconds=result["seconds"],
+        )
+    bar.update(cfg.steps * len(chunk))

@@ -37,7 +37,7 @@ from .experiment import ProblemConfig
 from .fused import FusedRun, simulate
 from .optimizers import parse_spec, resolve
 from .problems import PRESETS
-from .runs import RunDir, UsageError, exit_code, write_summary
+from .runs import RunDir, UsageError, defer_signals, exit_code, write_summary
 from .values import add_dtype_flag, add_output_flags, count
 
 #: runs per fused call: enough to keep both cores busy, few enough that Ctrl-C loses little
@@ -129,13 +129,14 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
     results = cluster.run(fused_task, jobs, num_cpus=1)
     try:
         for chunk, result in results:
-            if isinstance(result, dict):
-                for (k, i, j), x, r in zip(chunk, result["final_x"], result["final_regret"], strict=True):
-                    grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
-            else:
-                grid.failed += [(cell, result.error) for cell in chunk]
-            if bar is not None:
-                bar.update(steps * len(chunk))
+            with defer_signals(reraise=True):  # a result is recorded whole, or not at all
+                if isinstance(result, dict):
+                    for (k, i, j), x, r in zip(chunk, result["final_x"], result["final_regret"], strict=True):
+                        grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
+                else:
+                    grid.failed += [(cell, result.error) for cell in chunk]
+                if bar is not None:
+                    bar.update(steps * len(chunk))
     finally:
         results.close()
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..runs import Ledger
+from ..runs import Ledger, defer_signals
 from .models import build_model
 
 if TYPE_CHECKING:
@@ -109,11 +109,12 @@ def run_on_ray(cluster: Cluster, cfg: RealConfig, data: DataSet, runs: list[Real
     results = cluster.run(remote_task, jobs, num_cpus=threads, num_gpus=1 if device == "cuda" else 0)
     try:
         for run, result in results:
-            if isinstance(result, dict):
-                ScalarRecord.replay(result["scalars"], str(run_dir / run.name))
-                ledger.update(run.name, "complete", **result["fields"], seconds=result["seconds"])
-            else:
-                ledger.update(run.name, "failed", error=result.error)
-            bar.update(cfg.iterations)
+            with defer_signals(reraise=True):  # a result is written and recorded whole, or not at all
+                if isinstance(result, dict):
+                    ScalarRecord.replay(result["scalars"], str(run_dir / run.name))
+                    ledger.update(run.name, "complete", **result["fields"], seconds=result["seconds"])
+                else:
+                    ledger.update(run.name, "failed", error=result.error)
+                bar.update(cfg.iterations)
     finally:
         results.close()
