@@ -92,6 +92,9 @@ BAD = [
     (["online", "--optimizers", "adam", "--momentum", "0.5"], "--momentum applies to none"),
     (["online", "--dtype", "float16"], "--dtype"),
     (["phase", "--dtype", "half"], "--dtype"),
+    (["stochastic", "--ray", "127.0.0.1:1"], "--ray"),
+    (["mlp", "--ray", "nosuchhost"], "--ray"),
+    (["phase", "--ray", "--ray-timeout", "0"], "--ray-timeout"),
     (["nosuch"], "invalid choice"),
 ]
 
@@ -251,3 +254,17 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
     proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True, timeout=120)
     assert proc.stdout.startswith("amsgrad_repro online")
     assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["stochastic", "phase", "mlp"])
+def test_ray_flag_without_ray_installed_is_one_line_and_exit_2(tmp_path, command):
+    """Ray made unimportable (as if the extra were not installed): one line naming the extra, nothing written."""
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from amsgrad_repro.cli import main\n"
+        f"sys.exit(main([{command!r}, '--ray', '--logdir', {str(tmp_path / 'logs')!r}, '--no-progress']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "pip install -e '.[ray]'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "logs").exists()

@@ -128,3 +128,23 @@ def test_stopping_the_driver_keeps_what_finished(address, tmp_path, read_summary
     while _task_pids("fused_task") and time.monotonic() < deadline:  # cancelled with force: killed shortly
         time.sleep(0.2)
     assert not _task_pids("fused_task")  # nothing left running on the cluster
+
+
+def test_a_lost_cluster_is_an_error_after_the_timeout_and_keeps_what_finished(address, tmp_path, read_summary):
+    """Last in this module: it stops the module's cluster under the driver's feet."""
+    argv = ["stochastic", "--seed", "0:10", "--steps", "2e8", "--log-every", "1e7", "--logdir", tmp_path]
+    proc = _cli([*argv, "--run-name", "lost", "--ray", address, "--ray-timeout", "10"])
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("stochastic/lost/*/seed=*/events.out.tfevents.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the driver record that first result
+    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable))
+    subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
+    stopped = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "has had no live node for 10 s" in err and "--ray-timeout" in err
+    assert time.monotonic() - stopped < 60  # the timeout, plus at most one look at the cluster
+    summary = read_summary(tmp_path / "stochastic/lost")
+    assert summary["interrupted"] and summary["runs_by_status"].get("complete", 0) >= 1
+    assert set(summary["runs_by_status"]) <= {"complete", "not started"}
