@@ -6,6 +6,7 @@ Usage::
     python -m amsgrad_repro bench --trial-steps 5000    # quicker, noisier
     python -m amsgrad_repro bench --memory              # also peak memory of full runs, 1 M vs 10 M steps
     python -m amsgrad_repro bench --models mlp cifarnet # real-data models (default: logreg mlp)
+    python -m amsgrad_repro bench --ray [ADDRESS]       # what Ray costs: start-up and per-task overhead
 
 It times, in this one process and on the same problem and optimizer:
 
@@ -23,6 +24,11 @@ every 50 iterations, progress callback) against a plain torch loop written here,
 and batches: ``--real-iterations`` each, alternated three times, the median of each printed with their ratio
 (the Trial's overhead). logreg and mlp train on the embedded MNIST subset; cifarnet on random 3×32×32 images
 (its speed does not depend on the pixels). Test evaluation is left out of both.
+
+With ``--ray`` it measures what running on Ray adds (:mod:`amsgrad_repro.cluster`): the time to start (or join)
+Ray, the round trip of one empty task waited for on its own, and the driver's cost per task when
+``--ray-tasks`` empty tasks are submitted at once (the throughput limit of tiny tasks), each through
+:meth:`~amsgrad_repro.cluster.Cluster.run` as the commands use it.
 """
 
 from __future__ import annotations
@@ -137,6 +143,36 @@ def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> t
     return statistics.median(trial_s), statistics.median(plain_s)
 
 
+def _empty(k: int) -> int:
+    return k
+
+
+def time_ray(flag: str, tasks: int) -> dict:
+    """Start-up, one task's round trip (median of 20, one at a time), and the cost per task of ``tasks``
+    empty tasks at once; prints them and returns them."""
+    from .cluster import connect
+
+    start = time.perf_counter()
+    with connect(flag) as cluster:
+        startup = time.perf_counter() - start
+        list(cluster.run(_empty, [(k, (k,)) for k in range(4)]))  # workers up
+        trips = []
+        for k in range(20):
+            t0 = time.perf_counter()
+            list(cluster.run(_empty, [(k, (k,))]))
+            trips.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        list(cluster.run(_empty, [(k, (k,)) for k in range(tasks)]))
+        per_task = (time.perf_counter() - t0) / tasks
+        where = cluster.describe()
+    trip = statistics.median(trips)
+    print(f"bench: Ray on {where}")
+    print(f"  start-up (connect, or start a local instance): {startup:.2f} s")
+    print(f"  one empty task, submitted and waited for alone: {trip * 1e3:.1f} ms (median of 20)")
+    print(f"  {tasks:,} empty tasks at once: {per_task * 1e3:.2f} ms per task")
+    return {"ray_startup_s": startup, "ray_task_round_trip_s": trip, "ray_per_task_s": per_task}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", choices=["online", "stochastic"], default="online", help="problem to time")
     p.add_argument("--optimizer", choices=list(ZOO), default="amsgrad-pytorch", help="optimizer to time")
@@ -154,6 +190,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--real-iterations", type=count, default=300, help="iterations per timing of a real-data model")
     p.add_argument("--skip-synthetic", action="store_true", help="time only the real-data models")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="also time Ray's start-up and per-task overhead (no ADDRESS: a local instance; auto or host:port: join)",
+    )
+    p.add_argument("--ray-tasks", type=count, default=1000, help="empty tasks submitted at once for --ray")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
         out |= _run_synthetic(args)
     if args.models:
         out |= _run_real(args)
+    if args.ray is not None:
+        out |= time_ray(args.ray, args.ray_tasks)
     if args.json:
         print(json.dumps(out))
     return 0

@@ -138,7 +138,9 @@ class Cluster:
     ) -> Iterator[tuple[object, object]]:
         """Submit ``task(*args)`` for every ``(key, args)`` and yield ``(key, result)`` as each finishes, with
         ``result`` a :class:`TaskFailed` if the task raised. Ctrl-C/SIGTERM (a KeyboardInterrupt here) or
-        :class:`ClusterLost` cancel every task not yet finished, then propagate."""
+        :class:`ClusterLost` cancel every task not yet finished, then propagate. A task that no live node could
+        hold is a :class:`UsageError` before anything is submitted."""
+        self._check_fits(num_cpus, num_gpus)
         remote = self.ray.remote(task).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=False
         )
@@ -171,6 +173,19 @@ class Cluster:
                 except Exception:  # already finished, or the cluster is gone: nothing to cancel
                     pass
             raise
+
+    def _check_fits(self, num_cpus: float, num_gpus: float) -> None:
+        """A task no live node can hold would wait for ever: say so now (:class:`UsageError`)."""
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        if any(r.get("CPU", 0) >= num_cpus and r.get("GPU", 0) >= num_gpus for r in nodes):
+            return
+        largest = max((r.get("CPU", 0) for r in nodes), default=0)
+        gpus = max((r.get("GPU", 0) for r in nodes), default=0)
+        need = f"{num_cpus:g} CPU" + (f" and {num_gpus:g} GPU" if num_gpus else "")
+        raise UsageError(
+            f"--ray: each task asks for {need}, but no node of the cluster has that much (the largest has "
+            f"{largest:g} CPU, {gpus:g} GPU): lower --threads, or add bigger nodes"
+        )
 
     def _alive(self) -> bool:
         """Whether the cluster answers within a few seconds and has a live node with a CPU."""

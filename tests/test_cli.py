@@ -95,6 +95,7 @@ BAD = [
     (["stochastic", "--ray", "127.0.0.1:1"], "--ray"),
     (["mlp", "--ray", "nosuchhost"], "--ray"),
     (["phase", "--ray", "--ray-timeout", "0"], "--ray-timeout"),
+    (["mlp", "--ray", "--threads", "64"], "no node of the cluster has that much"),
     (["nosuch"], "invalid choice"),
 ]
 

