@@ -28,7 +28,9 @@ def fused_every_step(problem, runs, steps):
 
 
 @pytest.mark.parametrize("setting", [Online, Stochastic])
-@pytest.mark.parametrize("lr", [1e-3, 1e-2, 1e-1])
+# lr 1e-2 is also in test_algorithms.py's every-optimizer lockstep test (5,000 steps), so its 20,000-step run here
+# waits for -m slow, keeping the default suite under 15 minutes
+@pytest.mark.parametrize("lr", [1e-3, pytest.param(1e-2, marks=pytest.mark.slow), 1e-1])
 def test_fused_equals_trial_every_step(setting, lr, trial_trajectory):
     runs = [FusedRun.of("adam", lr=lr), FusedRun.of("amsgrad", lr=lr)]
     x_fused, avg_fused = fused_every_step(setting(), runs, STEPS)
