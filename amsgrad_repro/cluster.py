@@ -19,8 +19,8 @@ Faults, and who handles them:
   :data:`MAX_RETRIES` times, and its result is the same because the task is pure;
 - an ordinary exception in a task is not retried (it would fail again): the outcome is a :class:`TaskFailed`
   with the error's text, and the caller marks that run failed;
-- Ctrl-C or SIGTERM on the driver cancels every outstanding task (``ray.cancel(force=True)``) and re-raises, so
-  the caller writes the summary with what finished;
+- Ctrl-C or SIGTERM on the driver stops waiting and re-raises, so the caller writes the summary with what
+  finished; the outstanding tasks end when the driver disconnects (Ray kills the workers of a finished job);
 - a cluster that has gone (no node alive, or no answer) for ``timeout`` seconds is a :class:`ClusterLost`
   error, never an endless wait.
 """
@@ -138,7 +138,8 @@ class Cluster:
     ) -> Iterator[tuple[object, object]]:
         """Submit ``task(*args)`` for every ``(key, args)`` and yield ``(key, result)`` as each finishes, with
         ``result`` a :class:`TaskFailed` if the task raised. Ctrl-C/SIGTERM (a KeyboardInterrupt here) or
-        :class:`ClusterLost` cancel every task not yet finished, then propagate. A task that no live node could
+        :class:`ClusterLost` propagate; the tasks not yet finished end when the connection closes (on a
+        connection this object did not open, they are cancelled). A task that no live node could
         hold is a :class:`UsageError` before anything is submitted."""
         self._check_fits(num_cpus, num_gpus)
         remote = self.ray.remote(task).options(
@@ -167,11 +168,16 @@ class Cluster:
                     result = TaskFailed(_one_line(e))
                 yield key, result
         except BaseException:
-            for ref in pending:
-                try:
-                    self.ray.cancel(ref, force=True)
-                except Exception:  # already finished, or the cluster is gone: nothing to cancel
-                    pass
+            if not self.owned:  # someone else's connection stays open: cancel our tasks on it
+                for ref in pending:
+                    try:
+                        self.ray.cancel(ref, force=True)
+                    except Exception:  # already finished, or the cluster is gone: nothing to cancel
+                        pass
+            # On our own connection the tasks end when we disconnect (__exit__: Ray kills a finished job's
+            # workers), after the caller has written its summary. We do not ray.cancel them here: Ray 2.60's
+            # driver can abort (a failed internal check, "Tried to complete task that was not pending") when a
+            # force-cancelled task's reply is still in flight, and it would take the unwritten summary with it.
             raise
 
     def _check_fits(self, num_cpus: float, num_gpus: float) -> None:

@@ -249,7 +249,7 @@ def run_on_ray(cluster: Cluster, engine: str, cfg: Config, runs: list[Run], run_
             with defer_signals(reraise=True):  # a result is written and recorded whole, or not at all
                 _record_result(engine, cfg, chunk, result, run_dir, bar, ledger)
     finally:
-        results.close()  # cancels what is still outstanding if we are leaving early
+        results.close()  # leaving early: stop waiting (what is outstanding ends when the connection closes)
 
 
 def _record_result(engine: str, cfg: Config, chunk: list[Run], result, run_dir: Path, bar, ledger: Ledger) -> None:
