@@ -85,7 +85,7 @@ class Cluster:
 
     @classmethod
     def connect(cls, address: str | None, timeout: float = DEFAULT_TIMEOUT) -> Cluster:
-        """Start a local Ray instance (``address`` None: as many CPUs as this machine has) or join a running
+        """Start a local Ray instance (``address`` None: as many CPUs as this process may use) or join a running
         cluster (``"auto"``, or ``"host:port"`` of its head). If this process is already connected to Ray, that
         connection is used (and left open at exit). Raises :class:`UsageError` if Ray is not installed or
         nothing answers at the address. Our SIGINT/SIGTERM handlers survive Ray's start-up."""
@@ -98,7 +98,8 @@ class Cluster:
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
         try:
             if address is None:
-                ray.init(num_cpus=os.cpu_count(), **kwargs)
+                cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+                ray.init(num_cpus=cpus, **kwargs)  # the CPUs this process may use (a container's, a taskset's)
             else:
                 ray.init(address=address, **kwargs)
         except ConnectionError as e:
