@@ -26,11 +26,10 @@ from collections.abc import Sequence
 
 from . import __version__
 from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES
-from .cluster import ClusterLost
 from .experiment import Config, ProblemConfig, run
 from .optimizers import ALIASES, ZOO
 from .problems import PRESETS
-from .runs import UsageError, exit_code, handle_signals
+from .runs import BackendLost, UsageError, exit_code, handle_signals
 from .values import add_dtype_flag, add_output_flags, count, lr_values, seed_values
 
 PROG = "amsgrad-repro"
@@ -369,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
-        except ClusterLost as e:  # what finished is written (summary.json says which); the rest could not run
+        except BackendLost as e:  # what finished is written (summary.json says which); the rest could not run
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # a stop before anything was written (runs catch it themselves after that)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .runs import UsageError
+from .runs import BackendLost, UsageError
 
 #: how many times Ray re-runs a task whose worker process died
 MAX_RETRIES = 3
@@ -45,7 +45,7 @@ DEFAULT_TIMEOUT = 120.0
 _CHECK_EVERY = 5.0
 
 
-class ClusterLost(RuntimeError):
+class ClusterLost(BackendLost):
     """The cluster stopped answering, or had no live node, for longer than the timeout."""
 
 

@@ -34,13 +34,14 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 from . import __version__
-from .cluster import ClusterLost, connect
+from .cluster import connect
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
 from .optimizers import KEYS, Choice, canonical, parse_spec, resolve, unused_overrides
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
 from .runs import (
     Ledger,
     RunDir,
+    Stopping,
     UsageError,
     check_volume,
     fmt_duration,
@@ -339,8 +340,7 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
     run_dir = claim_run_dir(cfg)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
-    lost = None
-    try:
+    with Stopping(ledger, run_dir) as stop:
         _print_header(cfg, problem, runs, run_dir, engine, why, out)
         print(f"  writing {volume}", file=out)
         for warning in warnings:
@@ -363,14 +363,6 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
                 ENGINES[engine](cfg, runs, run_dir.path, bar, ledger)
             else:
                 run_on_ray(cluster, engine, cfg, runs, run_dir.path, bar, ledger)
-    except KeyboardInterrupt:
-        ledger.stop()
-    except ClusterLost as e:  # keep what finished, then say why the rest did not
-        ledger.stop()
-        lost = e
-    except BaseException:
-        run_dir.release(keep=False)  # a failure before anything ran (or a bug): the old run stays as it was
-        raise
     elapsed = time.perf_counter() - start
     outcome = ledger.outcome()
     summary = {
@@ -401,6 +393,6 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
     cut = [r for r in summary["runs"] if r["status"] == "interrupted"]
     where = f" at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else " between runs"
     print_ending(summary, final, keep, where, cfg.logdir, out)
-    if lost is not None:
-        raise lost
+    if stop.lost is not None:  # after the summary: say why the rest did not run
+        raise stop.lost
     return summary

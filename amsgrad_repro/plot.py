@@ -24,6 +24,7 @@ TensorBoard run per optimizer, lr and seed). The events are read with TensorBoar
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,39 @@ from pathlib import Path
 import numpy as np
 
 from .optimizers import ALIASES, ZOO
-from .runs import UsageError, read_scalars, read_summary
+from .runs import UsageError
 
 _SEED = re.compile(r"^seed=(\d+)$")
+
+
+def read_summary(path: Path) -> dict:
+    """A summary.json, or a :class:`UsageError` naming the file and what is wrong with it."""
+    try:
+        summary = json.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not valid JSON ({e}): the run directory is damaged") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("runs"), list):
+        raise UsageError(f"{path} is not a run summary (no list of runs)")
+    return summary
+
+
+def read_scalars(directory: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """Every scalar tag of one TensorBoard run directory, ``{tag: (steps, values)}``, read with TensorBoard's
+    own event reader. A damaged event file is a :class:`UsageError` naming the directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+    try:
+        acc.Reload()
+    except Exception as e:  # the reader raises several types for truncated or foreign files
+        raise UsageError(f"cannot read the TensorBoard events in {directory}: {type(e).__name__}: {e}") from None
+    out = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        out[tag] = ([e.step for e in events], [e.value for e in events])
+    return out
 
 
 class PlotError(UsageError):

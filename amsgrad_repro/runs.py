@@ -2,18 +2,16 @@
 
 Usage::
 
-    from amsgrad_repro.runs import Ledger, RunDir, handle_signals, write_summary
+    from amsgrad_repro.runs import Ledger, RunDir, Stopping, handle_signals, write_summary
 
     with handle_signals():                                   # SIGINT and SIGTERM become KeyboardInterrupt
         run_dir = RunDir.claim(Path("logs/online"), "demo", overwrite=False, logdir="logs")
         ledger = Ledger([{"name": "adam"}, {"name": "amsgrad"}])   # every planned run, "not started"
-        try:
+        with Stopping(ledger, run_dir) as stop:              # a signal or a lost backend: running → interrupted
             for name in ledger.names:
                 ledger.update(name, "running")
                 ...                                          # write events under run_dir.path / name
                 ledger.update(name, "complete", final_x=...)
-        except KeyboardInterrupt:
-            ledger.stop()                                    # running → interrupted
         write_summary(run_dir.path, {"runs": ledger.rows(), **ledger.outcome()})
         run_dir.release(keep=ledger.has_results())
 
@@ -73,6 +71,35 @@ class Terminated(KeyboardInterrupt):
 
 
 _stopped_by: list[int] = []  # the signals received since handle_signals() was entered, in order
+
+
+class BackendLost(RuntimeError):
+    """The backend running the runs (a Ray cluster) is gone: what finished is kept, the rest cannot run (exit 1)."""
+
+
+class Stopping:
+    """``with Stopping(ledger, run_dir) as stop:`` around an invocation's runs. A signal (KeyboardInterrupt) or
+    a :class:`BackendLost` ends the block with the ledger stopped (running → interrupted), so the caller writes
+    the summary of what finished; a lost backend is kept in :attr:`lost` for the caller to raise afterwards.
+    Anything else releases the run directory unkept (the old run, if one is being replaced, stays) and
+    propagates."""
+
+    def __init__(self, ledger: Ledger, run_dir: RunDir) -> None:
+        self.ledger, self.run_dir = ledger, run_dir
+        self.lost: BackendLost | None = None
+
+    def __enter__(self) -> Stopping:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            return False
+        if issubclass(exc_type, (KeyboardInterrupt, BackendLost)):
+            self.ledger.stop()
+            self.lost = exc if isinstance(exc, BackendLost) else None
+            return True
+        self.run_dir.release(keep=False)  # a failure before anything ran (or a bug)
+        return False
 
 
 def _record(signum: int) -> None:
@@ -447,36 +474,3 @@ def print_ending(summary: dict, run_dir: Path, kept: bool, where: str, logdir: s
     else:
         print(f"done in {fmt_duration(summary['elapsed_seconds'])}; summary: {run_dir / 'summary.json'}", file=out)
     print(f"view: tensorboard --logdir {logdir}", file=out)
-
-
-# --- reading a run back ------------------------------------------------------------------------------------
-
-
-def read_summary(path: Path) -> dict:
-    """A summary.json, or a :class:`UsageError` naming the file and what is wrong with it."""
-    try:
-        summary = json.loads(path.read_text())
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path} is not valid JSON ({e}): the run directory is damaged") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("runs"), list):
-        raise UsageError(f"{path} is not a run summary (no list of runs)")
-    return summary
-
-
-def read_scalars(directory: Path) -> dict[str, tuple[list[int], list[float]]]:
-    """Every scalar tag of one TensorBoard run directory, ``{tag: (steps, values)}``, read with TensorBoard's
-    own event reader. A damaged event file is a :class:`UsageError` naming the directory."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
-    try:
-        acc.Reload()
-    except Exception as e:  # the reader raises several types for truncated or foreign files
-        raise UsageError(f"cannot read the TensorBoard events in {directory}: {type(e).__name__}: {e}") from None
-    out = {}
-    for tag in acc.Tags()["scalars"]:
-        events = acc.Scalars(tag)
-        out[tag] = ([e.step for e in events], [e.value for e in events])
-    return out

@@ -45,9 +45,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..cluster import Cluster, ClusterLost, connect
+from ..cluster import Cluster, connect
 from ..optimizers import Choice, canonical, parse_spec, resolve, unused_overrides
-from ..runs import Ledger, RunDir, UsageError, check_volume, mean_std, print_ending, table, write_summary
+from ..runs import Ledger, RunDir, Stopping, UsageError, check_volume, mean_std, print_ending, table, write_summary
 from .data import DATA_SETS, DataSet, load
 from .engines import run_on_ray, train_one
 from .models import MODELS, build_model
@@ -337,8 +337,7 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
         torch.set_num_threads(cfg.threads)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
-    lost = None
-    try:
+    with Stopping(ledger, run_dir) as stop:
         _header(cfg, data, runs, run_dir, device, out)
         print(f"  writing {volume}", file=out)
         if cluster is not None:
@@ -353,14 +352,6 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
             for r in runs if cluster is None else ():
                 bar.set_description(r.name)
                 train_one(cfg, data, r, run_dir.path, device, bar, ledger)
-    except KeyboardInterrupt:
-        ledger.stop()
-    except ClusterLost as e:  # keep what finished, then say why the rest did not
-        ledger.stop()
-        lost = e
-    except BaseException:
-        run_dir.release(keep=False)
-        raise
     elapsed = time.perf_counter() - start
     rows = ledger.rows()
     grid = cells(rows)
@@ -402,8 +393,8 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
     cut = [r for r in rows if r["status"] == "interrupted"]
     where = f" at iteration {cut[0]['iterations_done']:,} of {cut[0]['name']}" if cut else ""
     print_ending(summary, final, keep, where, cfg.logdir, out)
-    if lost is not None:
-        raise lost
+    if stop.lost is not None:  # after the summary: say why the rest did not run
+        raise stop.lost
     return summary
 
 
