@@ -227,8 +227,8 @@ def add_ray_flags(g) -> None:
         const="local",
         default=None,
         metavar="ADDRESS",
-        help="run on Ray: no ADDRESS starts a local Ray instance sized to this machine; auto or host:port joins "
-        "a running cluster (needs the ray extra: pip install -e '.[ray]'; see docs/ray.md)",
+        help="run on Ray: no ADDRESS starts a local Ray instance on the CPUs this process may use; auto or "
+        "host:port joins a running cluster (needs the ray extra: pip install -e '.[ray]'; see docs/ray.md)",
     )
     g.add_argument(
         "--ray-timeout",
