@@ -6,8 +6,13 @@ Usage::
     python -m amsgrad_repro stochastic    # ... and on the stochastic one
     tensorboard --logdir logs
 
-Library entry points: :mod:`amsgrad_repro.problems` (f_t, streams, x*), :mod:`amsgrad_repro.trial` (the
-torchbearer Trial), :mod:`amsgrad_repro.experiment` (one invocation: run directory, events, summary).
+The package, top down (docs/development.md; import-linter checks that arrows only point down):
+
+- faces: :mod:`.cli`, :mod:`.plot`, :mod:`.bench`;
+- two wings of the same shape: :mod:`.synthetic` (Figure 1: the counterexamples) and :mod:`.realdata` (Figure 2:
+  MNIST, CIFAR-10), each with ``config``, ``trial``, ``engines`` and ``experiment`` modules;
+- the run spine: :mod:`.runs`, :mod:`.callbacks`, :mod:`.cluster`;
+- the ground: :mod:`.values`, :mod:`.optimizers`, :mod:`.algorithms`.
 """
 
 __version__ = "0.1.0"

@@ -44,11 +44,11 @@ import time
 
 import numpy as np
 
-from .experiment import ProblemConfig
-from .fused import FusedRun, simulate
 from .optimizers import ZOO, resolve
 from .runs import UsageError
-from .trial import build_trial
+from .synthetic.config import ProblemConfig
+from .synthetic.fused import FusedRun, simulate
+from .synthetic.trial import build_trial
 from .values import count
 
 _CHILD = """

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torchbearer
 from torchbearer.bases import Callback
-from torchbearer.callbacks.tensor_board import AbstractTensorBoard
+
+from .events import EventWriter
 
 
 class ScalarRecord:
@@ -29,42 +30,36 @@ class ScalarRecord:
 
     @staticmethod
     def replay(scalars: list[tuple[str, float, int]], log_dir: str) -> None:
-        """Write ``scalars`` as one run's TensorBoard events in ``log_dir`` (tensorboardX, as the loggers do)."""
-        from tensorboardX import SummaryWriter
-
-        writer = SummaryWriter(log_dir)
-        try:
+        """Write ``scalars`` as one run's TensorBoard events in ``log_dir`` (the loggers' :class:`EventWriter`).
+        Raises :class:`~amsgrad_repro.runs.WriteFailed` on a write error."""
+        with EventWriter(log_dir) as writer:
             for tag, value, step in scalars:
                 writer.add_scalar(tag, value, step)
-        finally:
-            writer.close()
 
 
-class RunWriter(AbstractTensorBoard):
-    """A run's own TensorBoard writer: torchbearer's tensorboardX writer for exactly ``log_dir`` (no suffix),
+class RunWriter(Callback):
+    """A run's own TensorBoard writer (:class:`~amsgrad_repro.events.EventWriter`) for exactly ``log_dir``,
     opened at ``on_start`` and closed at ``on_end`` or by :meth:`close` (idempotent, for a stopped run). The
-    loggers of both wings subclass it and write with ``self.writer``. (Two callbacks must not share one
-    directory: torchbearer 0.5.5's ``close_writer`` drops the shared writer at the first close.)
+    loggers of both wings subclass it and write with ``self.writer``. A write error raises
+    :class:`~amsgrad_repro.runs.WriteFailed` out of the Trial at once.
 
     With ``record`` (a :class:`ScalarRecord`) nothing touches the disk: the scalars go into the record, for a
     run on a Ray worker to return to the driver."""
 
     def __init__(self, log_dir: str, record: ScalarRecord | None = None) -> None:
-        super().__init__(log_dir=log_dir)
+        super().__init__()
+        self.log_dir = log_dir
         self.record = record
+        self.writer: EventWriter | ScalarRecord | None = None
 
     def on_start(self, state: dict) -> None:
-        if self.record is not None:
-            self.writer = self.record
-        else:
-            self.get_writer()
+        self.writer = self.record if self.record is not None else EventWriter(self.log_dir)
 
     def close(self) -> None:
-        """Flush and close the writer (idempotent)."""
-        if self.writer is not None:
-            if self.record is None:
-                self.close_writer()
-            self.writer = None
+        """Write out and close the writer (idempotent; the writer is dropped even if the close fails)."""
+        writer, self.writer = self.writer, None
+        if isinstance(writer, EventWriter):
+            writer.close()
 
     def on_end(self, state: dict) -> None:
         self.close()

@@ -18,7 +18,6 @@ SIGTERM with 143, after writing what was done.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import sys
@@ -26,10 +25,11 @@ from collections.abc import Sequence
 
 from . import __version__
 from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES
-from .experiment import Config, ProblemConfig, run
+from .cluster import add_ray_flags
 from .optimizers import ALIASES, ZOO
-from .problems import PRESETS
-from .runs import BackendLost, UsageError, exit_code, handle_signals
+from .runs import BackendLost, UsageError, WriteFailed, exit_code, handle_signals
+from .synthetic.experiment import Config, ProblemConfig, run
+from .synthetic.problems import PRESETS
 from .values import add_dtype_flag, add_output_flags, count, lr_values, seed_values
 
 PROG = "amsgrad-repro"
@@ -165,6 +165,7 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     g.add_argument("--run-name", default=None, help="run directory name (default: a timestamp)")
     g.add_argument("--log-every", type=count, default=d.log_every, help="write scalars every N steps (and at T)")
     add_output_flags(g)
+    add_ray_flags(g)
 
 
 _REAL_HELP = {
@@ -234,6 +235,7 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
         "--eval-every", type=count, default=d.eval_every, help="test loss and accuracy every N (and at the end)"
     )
     add_output_flags(g)
+    add_ray_flags(g)
 
 
 def real_config_from_args(args: argparse.Namespace):
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     text = "figures (PNG, SVG) from run directories: the paper's Figure 1 from an online and a stochastic run"
     plot.add_arguments(sub.add_parser("plot", help=text, description=text, formatter_class=_Formatter))
-    from . import phase
+    from .synthetic import phase
 
     text = "heat maps of final x and R_T/T over a (β1, β2) grid: where Adam fails on a fixed problem"
     phase.add_arguments(sub.add_parser("phase", help=text, description=text, formatter_class=_Formatter))
@@ -351,6 +353,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
+def _tool(command: str):
+    """The module that runs ``bench``, ``phase`` or ``plot``, imported only when asked for (plain imports, so
+    that lint-imports sees them)."""
+    if command == "bench":
+        from . import bench
+
+        return bench
+    if command == "plot":
+        from . import plot
+
+        return plot
+    from .synthetic import phase
+
+    return phase
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status: 0, 2 (bad input, one line on stderr, nothing written),
     130 (Ctrl-C) or 143 (SIGTERM), or 1 (a Ray cluster lost), the last three after writing what was done."""
@@ -358,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with handle_signals():
         try:
             if args.command in ("bench", "phase", "plot"):
-                return importlib.import_module(f".{args.command}", __package__).run(args)
+                return _tool(args.command).run(args)
             if args.command in _REAL_HELP:
                 from .realdata.experiment import run as run_real
 
@@ -368,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
-        except BackendLost as e:  # what finished is written (summary.json says which); the rest could not run
+        except (BackendLost, WriteFailed) as e:  # what finished is kept (summary.json says which); the rest not run
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # a stop before anything was written (runs catch it themselves after that)

@@ -1,4 +1,5 @@
 """The run spine every command stands on: who owns a run directory, what stops a run, what the summary says.
+(What the user reads at the end, the tables and endings, is :mod:`.report`; event files are :mod:`.events`.)
 
 Usage::
 
@@ -12,8 +13,9 @@ Usage::
                 ledger.update(name, "running")
                 ...                                          # write events under run_dir.path / name
                 ledger.update(name, "complete", final_x=...)
-        write_summary(run_dir.path, {"runs": ledger.rows(), **ledger.outcome()})
-        run_dir.release(keep=ledger.has_results())
+        summary = {"runs": ledger.rows(), **ledger.outcome()}
+        final, kept = stop.finish(summary, keep=ledger.has_results())   # summary.json, then release the directory
+        stop.raise_error()                                   # a lost backend or a write error: exit 1
 
 It knows nothing of problems, optimizers or data sets: it handles "a run" (a name, a status, the numbers it
 logged) and "a run directory". The rules it enforces:
@@ -29,6 +31,9 @@ logged) and "a run directory". The rules it enforces:
   :class:`Terminated`), remembers which one came, and :func:`exit_code` turns it into 130 or 143.
   :func:`defer_signals` holds them off (recording them) where a stop must wait: a compiled kernel's window, the
   final writes.
+- **A write error ends the invocation.** :class:`WriteFailed` (raised by the event writer and
+  :func:`write_summary`) stops the runs like a signal, keeps what was complete if its summary still fits, and
+  never lets the broken new run replace an old one.
 - **Every planned run appears in the summary with its status** (:data:`STATUSES`), and summary.json is strict
   JSON: a non-finite number is written as ``null``, never as ``NaN``.
 """
@@ -43,7 +48,6 @@ import math
 import os
 import shutil
 import signal
-import statistics
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -51,12 +55,6 @@ from pathlib import Path
 
 #: a run's status in summary.json
 STATUSES = ("not started", "running", "complete", "interrupted", "failed")
-
-#: bytes one TensorBoard scalar costs on disk (tensorboardX event record; measured ~40-50 B, rounded up)
-BYTES_PER_SCALAR = 50
-#: past these an invocation is probably a typo, and needs ``--allow-large`` to go on
-MAX_RUNS = 10_000
-MAX_EVENT_BYTES = 10**9
 
 
 class UsageError(ValueError):
@@ -77,16 +75,37 @@ class BackendLost(RuntimeError):
     """The backend running the runs (a Ray cluster) is gone: what finished is kept, the rest cannot run (exit 1)."""
 
 
+class WriteFailed(RuntimeError):
+    """A write to disk failed: a full disk (ENOSPC), an I/O error (EIO), a file too large (EFBIG), … The
+    invocation ends at once (exit 1) with one line naming the file and the cause; :class:`Stopping` keeps what
+    was complete if its summary still fits, and never replaces an old run with the broken new one."""
+
+    def __init__(self, path: object, error: OSError) -> None:
+        super().__init__(f"cannot write {path}: {error.strerror or error}")
+        self.path, self.errno = path, error.errno
+
+
+@contextlib.contextmanager
+def writing(path: object) -> Iterator[None]:
+    """Within the block an OSError becomes a :class:`WriteFailed` naming ``path`` (the file being written)."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteFailed(path, e) from None
+
+
 class Stopping:
-    """``with Stopping(ledger, run_dir) as stop:`` around an invocation's runs. A signal (KeyboardInterrupt) or
-    a :class:`BackendLost` ends the block with the ledger stopped (running → interrupted), so the caller writes
-    the summary of what finished; a lost backend is kept in :attr:`lost` for the caller to raise afterwards.
-    Anything else releases the run directory unkept (the old run, if one is being replaced, stays) and
-    propagates."""
+    """``with Stopping(ledger, run_dir) as stop:`` around an invocation's runs, then :meth:`finish`.
+
+    A signal (KeyboardInterrupt), a :class:`BackendLost` or a :class:`WriteFailed` ends the block with the ledger
+    stopped (running → interrupted; after a write error, the run being written → failed), so the caller can write
+    the summary of what finished; the lost backend or the write error is kept in :attr:`error` and raised by
+    :meth:`finish` once the summary is written. Anything else releases the run directory unkept (the old run, if
+    one is being replaced, stays) and propagates."""
 
     def __init__(self, ledger: Ledger, run_dir: RunDir) -> None:
         self.ledger, self.run_dir = ledger, run_dir
-        self.lost: BackendLost | None = None
+        self.error: BackendLost | WriteFailed | None = None
 
     def __enter__(self) -> Stopping:
         return self
@@ -94,12 +113,37 @@ class Stopping:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             return False
+        if issubclass(exc_type, WriteFailed):
+            self.ledger.fail_running(str(exc))
+            self.error = exc
+            return True
         if issubclass(exc_type, (KeyboardInterrupt, BackendLost)):
             self.ledger.stop()
-            self.lost = exc if isinstance(exc, BackendLost) else None
+            self.error = exc if isinstance(exc, BackendLost) else None
             return True
         self.run_dir.release(keep=False)  # a failure before anything ran (or a bug)
         return False
+
+    def finish(self, summary: dict, keep: bool) -> tuple[Path, bool]:
+        """Write ``summary`` (if ``keep``: some run has something to keep) and release the run directory.
+        Returns where the run is and whether it was kept. After a write error the new run replaces no old one
+        (the staging directory is removed, the old run stays as it was), and a summary that cannot be written
+        either means nothing is kept: a directory without its summary would only block the name."""
+        if isinstance(self.error, WriteFailed):
+            summary["error"] = str(self.error)
+            keep = keep and not self.run_dir.replacing
+        if keep:
+            try:
+                write_summary(self.run_dir.path, summary)
+            except WriteFailed as e:
+                keep, self.error = False, self.error or e
+        return self.run_dir.release(keep=keep), keep
+
+    def raise_error(self) -> None:
+        """After the summary and the ending are printed: raise what stopped the runs early, if anything did
+        (a lost backend, a write error: both exit 1), so the caller says why the rest did not run."""
+        if self.error is not None:
+            raise self.error
 
 
 def _record(signum: int) -> None:
@@ -364,6 +408,12 @@ class Ledger:
             if row["status"] == "running":
                 row["status"] = "interrupted"
 
+    def fail_running(self, error: str) -> None:
+        """A write error stopped the invocation: every run still running failed with ``error``."""
+        for row in self._rows.values():
+            if row["status"] == "running":
+                row.update(status="failed", error=error)
+
     def rows(self) -> list[dict]:
         return [dict(row) for row in self._rows.values()]
 
@@ -404,73 +454,16 @@ def strict(value: object) -> object:
 
 
 def write_summary(run_dir: Path, summary: dict, name: str = "summary.json") -> Path:
-    """Write ``summary`` as strict JSON, atomically (a temporary file renamed into place)."""
+    """Write ``summary`` as strict JSON, atomically (a temporary file renamed into place). Raises
+    :class:`WriteFailed` (and leaves no temporary file) if the disk refuses it."""
     path = run_dir / name
     tmp = path.with_name(f".{name}.tmp")
-    tmp.write_text(json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(strict(summary), indent=2, allow_nan=False) + "\n"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise WriteFailed(path, e) from None
     return path
-
-
-def check_volume(runs: int, scalars: int, allow_large: bool) -> str:
-    """Refuse an invocation that is probably a typo: more than :data:`MAX_RUNS` runs or more than
-    :data:`MAX_EVENT_BYTES` of TensorBoard events, unless ``allow_large``. Raises :class:`UsageError`; returns
-    the estimate as text for the run's header (``"about 2.0 MB of events (40,000 scalars)"``)."""
-    size = scalars * BYTES_PER_SCALAR
-    estimate = f"about {fmt_bytes(size)} of events ({scalars:,} scalars)"
-    if allow_large or (runs <= MAX_RUNS and size <= MAX_EVENT_BYTES):
-        return estimate
-    raise UsageError(
-        f"this invocation plans {runs:,} runs and {estimate.replace('of events', 'of TensorBoard events')}: "
-        "if that is what you want, pass --allow-large"
-    )
-
-
-# --- the end table -----------------------------------------------------------------------------------------
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def fmt_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    """Left-aligned columns, a rule under the header row."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def mean_std(values: list[float | None], digits: int, sign: str = "", kind: str = "f") -> str:
-    """``m ± s`` over the finite values (``m`` alone for one), ``n/a`` for none. ``kind`` is the format type:
-    ``f`` for ``digits`` decimals, ``g`` for ``digits`` significant digits."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return "n/a"
-    if len(finite) == 1:
-        return f"{finite[0]:{sign}.{digits}{kind}}"
-    return f"{statistics.fmean(finite):{sign}.{digits}{kind}} ± {statistics.stdev(finite):.{digits}{kind}}"
-
-
-def print_ending(summary: dict, run_dir: Path, kept: bool, where: str, logdir: str, out) -> None:
-    """The lines after the end table: nothing kept, interrupted (``where``, counts), or done; then how to view."""
-    if not kept:
-        print("stopped before anything was done: nothing kept", file=out)
-    elif summary["interrupted"]:
-        counts = ", ".join(f"{n} {s}" for s, n in summary["runs_by_status"].items())
-        print(f"interrupted{where} ({counts}); partial results in {run_dir / 'summary.json'}", file=out)
-    else:
-        print(f"done in {fmt_duration(summary['elapsed_seconds'])}; summary: {run_dir / 'summary.json'}", file=out)
-    print(f"view: tensorboard --logdir {logdir}", file=out)

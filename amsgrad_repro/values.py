@@ -82,8 +82,9 @@ def add_dtype_flag(g: argparse._ActionsContainer) -> None:
 
 
 def add_output_flags(g: argparse._ActionsContainer) -> None:
-    """``--overwrite``, ``--allow-large``, ``--no-progress``, ``--ray`` and ``--ray-timeout``: the same in every
-    command that writes runs."""
+    """``--overwrite``, ``--allow-large`` and ``--no-progress``: the same in every command that writes runs (which
+    add the spine's ``--ray`` and ``--ray-timeout`` after them with :func:`amsgrad_repro.cluster.add_ray_flags`;
+    this module, on the ground floor, imports nothing of the package)."""
     g.add_argument(
         "--overwrite",
         action="store_true",
@@ -95,6 +96,3 @@ def add_output_flags(g: argparse._ActionsContainer) -> None:
         help="go on when the invocation plans more than 10,000 runs or about 1 GB of TensorBoard events",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
-    from .cluster import add_ray_flags
-
-    add_ray_flags(g)

@@ -46,7 +46,7 @@ def _trial_trajectory(problem, optimizer, steps: int):
     """Run ``build_trial`` and keep the metrics of every step: (x_{t+1} as float32, R_t/t)."""
     import torchbearer
 
-    from amsgrad_repro.trial import build_trial
+    from amsgrad_repro.synthetic.trial import build_trial
 
     xs, avg = [], []
 

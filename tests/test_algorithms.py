@@ -9,9 +9,9 @@ import torch
 
 from amsgrad_repro.algorithms import AdamNC, AdaptiveMoment, AMSGrad
 from amsgrad_repro.cli import main
-from amsgrad_repro.fused import FusedRun, simulate
 from amsgrad_repro.optimizers import ZOO, resolve
-from amsgrad_repro.problems import PRESETS, Online, Stochastic
+from amsgrad_repro.synthetic.fused import FusedRun, simulate
+from amsgrad_repro.synthetic.problems import PRESETS, Online, Stochastic
 
 STEPS = 5000
 SETTINGS = [Online, functools.partial(Stochastic, seed=5)]

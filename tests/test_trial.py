@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from amsgrad_repro.problems import Online, Stochastic
-from amsgrad_repro.trial import build_trial
+from amsgrad_repro.synthetic.problems import Online, Stochastic
+from amsgrad_repro.synthetic.trial import build_trial
 
 
 @pytest.mark.parametrize("setting", [Online, Stochastic])

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..runs import Ledger, defer_signals
+from ..runs import Ledger, WriteFailed, defer_signals
 from .models import build_model
 
 if TYPE_CHECKING:
     from ..cluster import Cluster
+    from .config import RealConfig, RealRun
     from .data import DataSet
-    from .experiment import RealConfig, RealRun
 
 
 def _trial(cfg: RealConfig, data: DataSet, run: RealRun, device: str, logger, extra=()):
@@ -53,7 +53,8 @@ def _numbers(logger) -> dict:
 
 def train_one(cfg: RealConfig, data: DataSet, run: RealRun, run_dir: Path, device: str, bar, ledger: Ledger) -> None:
     """One run through a torchbearer Trial in this process; its numbers go into ``ledger`` as they are known. A
-    signal (KeyboardInterrupt) writes the partial window and propagates; any other error fails this run only."""
+    signal (KeyboardInterrupt) writes the partial window and propagates; a write error (WriteFailed) fails this
+    run and propagates, to end the invocation; any other error fails this run only."""
     from ..callbacks import Progress
     from .trial import RunLogger
 
@@ -61,20 +62,28 @@ def train_one(cfg: RealConfig, data: DataSet, run: RealRun, run_dir: Path, devic
     progress = Progress(bar, every=min(cfg.log_every, 100))
     start = time.perf_counter()
     ledger.update(run.name, "running")
-    status = "complete"
+    status = "failed"
     try:
-        with torch.random.fork_rng(devices=[] if device == "cpu" else None):
-            torch.manual_seed(run.seed)  # dropout masks: the same for every optimizer of this seed
-            _trial(cfg, data, run, device, logger, [progress]).run()
-    except KeyboardInterrupt:
-        logger.write_last()
-        status = "interrupted"
-        raise
-    except Exception as e:  # this run fails; the grid goes on
+        try:
+            with torch.random.fork_rng(devices=[] if device == "cpu" else None):
+                torch.manual_seed(run.seed)  # dropout masks: the same for every optimizer of this seed
+                _trial(cfg, data, run, device, logger, [progress]).run()
+            status = "complete"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            logger.write_last()
+            raise
+        except WriteFailed:
+            raise
+        except Exception as e:  # this run fails; the grid goes on
+            ledger.update(run.name, error=f"{type(e).__name__}: {e}")
+        finally:
+            logger.close()  # the last window reaches the disk, or this raises WriteFailed
+    except WriteFailed as e:  # the disk refused: this run failed and the invocation ends (exit 1)
         status = "failed"
-        ledger.update(run.name, error=f"{type(e).__name__}: {e}")
+        ledger.update(run.name, error=str(e))
+        raise
     finally:
-        logger.close()
         progress.flush(logger.step)
         ledger.update(run.name, status, **_numbers(logger), seconds=time.perf_counter() - start)
 

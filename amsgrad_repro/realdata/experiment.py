@@ -37,7 +37,6 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -46,112 +45,13 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..cluster import Cluster, connect
-from ..optimizers import Choice, canonical, parse_spec, resolve, unused_overrides
-from ..runs import Ledger, RunDir, Stopping, UsageError, check_volume, mean_std, print_ending, table, write_summary
+from ..optimizers import canonical, unused_overrides
+from ..report import check_volume, mean_std, print_ending, table
+from ..runs import Ledger, RunDir, Stopping, UsageError
+from .config import MODEL_DEFAULTS, RealConfig, RealRun, plan
 from .data import DATA_SETS, DataSet, load
 from .engines import run_on_ray, train_one
 from .models import MODELS, build_model
-
-#: per model: default data set, iterations, step size and α schedule
-MODEL_DEFAULTS = {
-    "logreg": {"data": "mnist", "iterations": 3000, "lr": 1e-2, "lr_schedule": "sqrt"},
-    "mlp": {"data": "mnist", "iterations": 3000, "lr": 1e-3, "lr_schedule": "constant"},
-    "cifarnet": {"data": "cifar10", "iterations": 5000, "lr": 1e-3, "lr_schedule": "constant"},
-}
-#: ε for optimizers whose own default is 0 (amsgrad-paper, adamnc), on real data
-REAL_DATA_EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class RealConfig:
-    """One invocation. ``None`` means the model's default (:data:`MODEL_DEFAULTS`) or the optimizer's own."""
-
-    model: str = "mlp"
-    data: str | None = None
-    data_dir: str | None = None
-    optimizers: tuple[str, ...] = ("adam", "amsgrad")
-    lrs: tuple[float, ...] | None = None
-    beta1: float | None = None
-    beta2s: tuple[float, ...] | None = None
-    eps: float | None = None
-    seeds: tuple[int, ...] = (0,)
-    iterations: int | None = None
-    batch_size: int = 128
-    lr_schedule: str | None = None
-    log_every: int = 50
-    eval_every: int = 250
-    device: str = "auto"
-    threads: int | None = None
-    logdir: str = "logs"
-    run_name: str | None = None
-    overwrite: bool = False
-    progress: bool | None = None  # None: a bar only on a terminal
-    allow_large: bool = False
-    #: run on Ray: "local", "auto" or "host:port"; None: in this process (see amsgrad_repro.cluster)
-    ray: str | None = None
-    ray_timeout: float = 120.0
-
-    def resolved(self) -> RealConfig:
-        """This config with the model's defaults filled in."""
-        d = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["mlp"])
-        return RealConfig(
-            **(
-                asdict(self)
-                | {
-                    "data": self.data or d["data"],
-                    "iterations": self.iterations if self.iterations is not None else d["iterations"],
-                    "lrs": self.lrs if self.lrs is not None else (d["lr"],),
-                    "lr_schedule": self.lr_schedule or d["lr_schedule"],
-                    "optimizers": tuple(self.optimizers),
-                    "seeds": tuple(self.seeds),
-                }
-            )
-        )
-
-
-@dataclass(frozen=True)
-class RealRun:
-    """One run of the grid: its name (a path under the run directory), optimizer, lr, β2 (None when the
-    optimizer has none) and seed."""
-
-    name: str
-    choice: Choice
-    lr: float | None
-    beta2: float | None
-    seed: int
-
-
-def _choice(spec: str, overrides: dict, eps_given: bool) -> Choice:
-    choice = resolve(spec, overrides)
-    if choice.hp.get("eps") == 0.0 and not eps_given and "eps" not in parse_spec(spec)[1]:
-        choice = resolve(spec, overrides | {"eps": REAL_DATA_EPS})
-    return choice
-
-
-def plan(cfg: RealConfig) -> list[RealRun]:
-    """Every run of the grid, in order: optimizer, then lr, then β2, then seed. Raises ValueError."""
-    lrs, beta2s, seeds = cfg.lrs or (None,), cfg.beta2s or (None,), cfg.seeds
-    sweep_lr, sweep_b2, sweep_seed = len(lrs) > 1, len(beta2s) > 1, len(seeds) > 1
-    runs = []
-    for spec in cfg.optimizers:
-        own = parse_spec(spec)[1]
-        if "lr_schedule" in own:
-            raise ValueError(f"{spec}: on real data the α schedule is --lr-schedule, for every optimizer")
-        base = {"beta1": cfg.beta1, "eps": cfg.eps}
-        takes_beta2 = "beta2" in resolve(spec).hp and "beta2" not in own
-        for lr in (None,) if "lr" in own else lrs:
-            for beta2 in beta2s if takes_beta2 else (None,):
-                choice = _choice(spec, base | {"lr": lr, "beta2": beta2}, cfg.eps is not None)
-                for seed in seeds:
-                    name = spec
-                    if sweep_lr and "lr" not in own:
-                        name += f"/lr={lr:g}"
-                    if sweep_b2 and takes_beta2:
-                        name += f"/beta2={beta2:g}"
-                    if sweep_seed:
-                        name += f"/seed={seed}"
-                    runs.append(RealRun(name, choice, choice.hp.get("lr"), choice.hp.get("beta2"), seed))
-    return runs
 
 
 def _device(requested: str) -> str:
@@ -382,19 +282,15 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    keep = any(r["iterations_done"] > 0 for r in rows)
-    if keep:
-        write_summary(run_dir.path, summary)
-    final = run_dir.release(keep=keep)
+    final, keep = stop.finish(summary, keep=any(r["iterations_done"] > 0 for r in rows))
     print(format_table(summary), file=out)
     for r in rows:
-        if r["status"] == "failed":
+        if r["status"] == "failed" and r.get("error") != summary.get("error"):  # a write error: said once, below
             print(f"run {r['name']} failed: {r.get('error')}", file=err)
     cut = [r for r in rows if r["status"] == "interrupted"]
     where = f" at iteration {cut[0]['iterations_done']:,} of {cut[0]['name']}" if cut else ""
     print_ending(summary, final, keep, where, cfg.logdir, out)
-    if stop.lost is not None:  # after the summary: say why the rest did not run
-        raise stop.lost
+    stop.raise_error()  # after the summary: say why the rest did not run
     return summary
 
 

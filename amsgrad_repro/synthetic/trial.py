@@ -3,8 +3,8 @@
 Usage::
 
     import torch
-    from amsgrad_repro.problems import Online
-    from amsgrad_repro.trial import build_trial
+    from amsgrad_repro.synthetic.problems import Online
+    from amsgrad_repro.synthetic.trial import build_trial
 
     problem = Online()
     opt = torch.optim.Adam(problem.parameters(), lr=1e-3, betas=(0.9, 0.99), amsgrad=True)
@@ -22,7 +22,8 @@ One step of the Trial, in torchbearer's order, is:
 5. ``on_step_training`` callbacks: :class:`ScalarLogger` writes every ``log_every`` steps, :class:`Progress`
    moves the bar.
 
-The maths (f_t, x*, the stream) lives in :mod:`amsgrad_repro.problems`; nothing here needs more than one line of it.
+The maths (f_t, x*, the stream) lives in :mod:`amsgrad_repro.synthetic.problems`; nothing here needs more than one
+line of it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torchbearer import Trial
 from torchbearer.bases import Callback, Metric
 from torchbearer.metrics import to_dict
 
-from .callbacks import Progress, RunWriter, ScalarRecord
+from ..callbacks import Progress, RunWriter, ScalarRecord
 from .problems import LinearProblem
 
 __all__ = ["Progress", "Projection", "ScalarLogger", "build_trial", "linear_loss", "load_step"]

@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import __version__
-from .cluster import Cluster, ClusterLost, connect
+from .. import __version__
+from ..cluster import Cluster, ClusterLost, add_ray_flags, connect
+from ..optimizers import parse_spec, resolve
+from ..runs import RunDir, UsageError, WriteFailed, defer_signals, exit_code, write_summary, writing
+from ..values import add_dtype_flag, add_output_flags, count
+from .config import ProblemConfig
 from .engines import fused_task, ray_chunk
-from .experiment import ProblemConfig
 from .fused import FusedRun, simulate
-from .optimizers import parse_spec, resolve
 from .problems import PRESETS
-from .runs import RunDir, UsageError, defer_signals, exit_code, write_summary
-from .values import add_dtype_flag, add_output_flags, count
 
 #: runs per fused call: enough to keep both cores busy, few enough that Ctrl-C loses little
 BATCH = 256
@@ -85,8 +85,8 @@ def run_grid(
     cluster: Cluster | None = None,
 ) -> Grid:
     """Every cell through the fused engine: in batches of :data:`BATCH` through :func:`simulate` in this process,
-    or, with ``cluster``, as Ray tasks of :func:`~amsgrad_repro.engines.ray_chunk` cells (one CPU each). A signal
-    stops it with the finished cells kept (``interrupted``)."""
+    or, with ``cluster``, as Ray tasks of :func:`~amsgrad_repro.synthetic.engines.ray_chunk` cells (one CPU
+    each). A signal stops it with the finished cells kept (``interrupted``)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
     cells = [(k, i, j) for k in range(len(specs)) for i in range(len(beta1s)) for j in range(len(beta2s))]
     shape = (len(specs), len(beta1s), len(beta2s))
@@ -215,6 +215,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logdir", default="logs", help="output goes to LOGDIR/phase/SETTING/RUN_NAME")
     p.add_argument("--run-name", default=None, help="output directory name (default: a timestamp)")
     add_output_flags(p)
+    add_ray_flags(p)
 
 
 def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.ndarray, np.ndarray]:
@@ -258,8 +259,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None) -> int:
-    import matplotlib.pyplot as plt
-
     run_dir = RunDir.claim(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
     out = run_dir.path
     problem = problem_cfg.make()
@@ -295,16 +294,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         print(f"phase: {'interrupted' if interrupted else 'stopped'} before any cell finished: nothing kept")
         return _exit(grid)
 
-    with open(out / "phase.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["optimizer", "beta1", "beta2", "final_x", "average_regret", "status"])
-        for k, spec in enumerate(specs):
-            for i, beta1 in enumerate(b1):
-                for j, beta2 in enumerate(b2):
-                    ok = bool(np.isfinite(final_x[k, i, j]))
-                    row = [f"{final_x[k, i, j]:.9g}", f"{regret[k, i, j]:.9g}"] if ok else ["", ""]
-                    status = "complete" if ok else ("failed" if (k, i, j) in failed else "not started")
-                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status])
+    status = "interrupted" if interrupted else ("failed" if failed else "complete")
     meta = {
         "problem": problem_cfg.describe() | {"x_star": problem.x_star},
         "optimizers": specs,
@@ -314,7 +304,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         "beta2": b2.tolist(),
         "cells": cells,
         "cells_done": done,
-        "status": "interrupted" if interrupted else ("failed" if failed else "complete"),
+        "status": status,
         "interrupted": interrupted,
         "failed_cells": [
             {"optimizer": specs[k], "beta1": float(b1[i]), "beta2": float(b2[j]), "error": error}
@@ -325,24 +315,70 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    write_summary(out, meta, "phase.json")
+    # The outputs are written whole or not at all: signals wait until they are (a few seconds at most), and a
+    # write error (a full disk) removes the new directory, leaving any old run of the name as it was.
+    with defer_signals() as held:
+        try:
+            _write_outputs(out, args, specs, b1, b2, final_x, regret, failed, problem.x_star, meta)
+        except BaseException as e:
+            run_dir.release(keep=False)
+            if isinstance(e, OSError):  # not from a file _write_outputs names (matplotlib's own temporaries)
+                raise WriteFailed(out, e) from None
+            raise
+        final = run_dir.release(keep=True)
+    for k, spec in enumerate(specs):
+        fails = np.nanmean(final_x[k] > 0.5)
+        print(f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells")
+    verdict = f"interrupted: {done} of {cells} cells finished" if interrupted else f"{cells} cells ({status})"
+    print(f"{verdict} in {elapsed:.1f} s; wrote {final}/phase.csv, phase.json and the heat maps")
+    if held.hit and not interrupted:
+        print("  (the signal came while the outputs were being written: they were finished first, and are complete)")
+    return _exit(grid)
+
+
+def map_names(specs: list[str]) -> list[str]:
+    """Each optimizer's heat-map file name without extension: ``phase_<spec>`` with ``,`` → ``_`` and ``=`` →
+    ``-`` (``phase_adam_lr-0.01``), and any other character a file name handles badly → ``-``; a name two specs
+    would share gets the spec's position appended, so no map ever overwrites another."""
+    names: list[str] = []
+    for k, spec in enumerate(specs):
+        safe = "".join(c if c.isalnum() or c in "-_.+" else "-" for c in spec.replace(",", "_").replace("=", "-"))
+        name = f"phase_{safe[:120]}"
+        names.append(f"{name}-{k}" if name in names else name)
+    return names
+
+
+def _write_outputs(out: Path, args, specs, b1, b2, final_x, regret, failed: dict, x_star: float, meta: dict) -> None:
+    """phase.csv (one row per cell), the heat maps (PNG, and SVG up to :data:`MAX_SVG_CELLS` cells per map), and
+    phase.json last: its presence says every other output is whole."""
+    import matplotlib.pyplot as plt
+
+    with writing(out / "phase.csv"), open(out / "phase.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["optimizer", "beta1", "beta2", "final_x", "average_regret", "status"])
+        for k, spec in enumerate(specs):
+            for i, beta1 in enumerate(b1):
+                for j, beta2 in enumerate(b2):
+                    ok = bool(np.isfinite(final_x[k, i, j]))
+                    row = [f"{final_x[k, i, j]:.9g}", f"{regret[k, i, j]:.9g}"] if ok else ["", ""]
+                    status = "complete" if ok else ("failed" if (k, i, j) in failed else "not started")
+                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status])
     vector = len(b1) * len(b2) <= MAX_SVG_CELLS
     if not vector:
         print(f"  {len(b1) * len(b2):,} cells per map: writing PNG only (SVG up to {MAX_SVG_CELLS:,} cells)")
-    for k, spec in enumerate(specs):
-        title = f"{spec} on {args.setting}/{args.preset}, {args.steps:,} steps, x* = {problem.x_star:+g}"
+    maps = {}
+    for k, (spec, name) in enumerate(zip(specs, map_names(specs), strict=True)):
+        title = f"{spec} on {args.setting}/{args.preset}, {args.steps:,} steps, x* = {x_star:+g}"
         fig = heat_map_figure(spec, b1, b2, final_x[k], regret[k], title)
-        stem = out / f"phase_{spec.replace(',', '_').replace('=', '-')}"
-        fig.savefig(stem.with_suffix(".png"), dpi=110)
-        if vector:
-            fig.savefig(stem.with_suffix(".svg"))
-        plt.close(fig)
-        fails = np.nanmean(final_x[k] > 0.5) if done else float("nan")
-        print(f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells")
-    final = run_dir.release(keep=True)
-    verdict = f"interrupted: {done} of {cells} cells finished" if interrupted else f"{cells} cells"
-    print(f"{verdict} in {elapsed:.1f} s; wrote {final}/phase.csv, phase.json and the heat maps")
-    return _exit(grid)
+        files = [f"{name}.png", *([f"{name}.svg"] if vector else [])]  # not with_suffix: "lr-0.01" has a dot
+        try:
+            for file in files:
+                with writing(out / file):
+                    fig.savefig(out / file, **({"dpi": 110} if file.endswith(".png") else {}))
+        finally:
+            plt.close(fig)
+        maps[spec] = files
+    write_summary(out, meta | {"maps": maps}, "phase.json")
 
 
 def _exit(grid: Grid) -> int:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from amsgrad_repro.problems import Online, Stochastic
+    from amsgrad_repro.synthetic.problems import Online, Stochastic
 
     online = Online()                 # f_t(x) = 1010·x if t mod 101 = 1 else −10·x
     online(1)                         # tensor: f_1(x_1) = 1010·x_1, with x_1 = 0

@@ -2,8 +2,8 @@
 
 Usage::
 
-    from amsgrad_repro.fused import FusedRun, simulate
-    from amsgrad_repro.problems import Online
+    from amsgrad_repro.synthetic.fused import FusedRun, simulate
+    from amsgrad_repro.synthetic.problems import Online
 
     runs = [FusedRun.of("adam"), FusedRun.of("amsgrad"), FusedRun.of("sgd,lr=0.01")]
     result = simulate([Online()], runs, steps=10_000_000)
@@ -49,9 +49,9 @@ import numpy as np
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-from .optimizers import Choice, resolve
+from ..optimizers import Choice, resolve
+from ..runs import defer_signals
 from .problems import DTYPES, LinearProblem
-from .runs import defer_signals
 
 # optimizer kinds in the kernel
 K_SGD, K_ADAGRAD, K_RMSPROP, K_ADAM, K_ADAMAX, K_NADAM = range(6)

@@ -1,6 +1,6 @@
 """How the synthetic runs execute: the Trial engine, the fused engine, and either of them on a Ray cluster.
 
-Usage (what :func:`amsgrad_repro.experiment.run` does)::
+Usage (what :func:`amsgrad_repro.synthetic.experiment.run` does)::
 
     engine, why = choose_engine("auto", runs)
     ENGINES[engine](cfg, runs, run_dir, bar, ledger)                      # in this process
@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .callbacks import ScalarRecord
-from .optimizers import Choice
-from .runs import Ledger, UsageError, defer_signals
+from ..callbacks import ScalarRecord
+from ..events import EventWriter
+from ..optimizers import Choice
+from ..runs import Ledger, UsageError, WriteFailed, defer_signals
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .experiment import Config, ProblemConfig, Run
+    from ..cluster import Cluster
+    from .config import Config, ProblemConfig, Run
 
 #: runs per fused call in this process: each holds a TensorBoard writer (a file descriptor) open while it runs,
 #: so a sweep of any size keeps at most this many open
@@ -51,7 +52,7 @@ def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) 
 
 
 def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
-    """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.trial.build_trial`), one writer
+    """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.synthetic.trial.build_trial`), one writer
     open at a time. A signal stops the run in progress (its last step is written) and the ones after it."""
     from .trial import Progress, ScalarLogger, build_trial
 
@@ -63,12 +64,17 @@ def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
         start = time.perf_counter()
         ledger.update(run.name, "running", engine="trial")
         try:
-            trial.run()
-        except KeyboardInterrupt:
-            logger.write_last()
+            try:
+                trial.run()
+            except KeyboardInterrupt:
+                logger.write_last()
+                raise
+            finally:
+                logger.close()  # the last window reaches the disk, or this raises WriteFailed
+        except WriteFailed as e:  # the disk refused: this run failed and the invocation ends (exit 1)
+            ledger.update(run.name, "failed", error=str(e))
             raise
         finally:
-            logger.close()
             progress.flush(logger.last_step)
             ledger.update(
                 run.name,
@@ -81,11 +87,10 @@ def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
 
 
 def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
-    """The runs through the compiled loop (:func:`amsgrad_repro.fused.simulate`), :data:`FUSED_CHUNK` at a
-    time, writing the same tags at the same steps as the Trial with tensorboardX's writer (torchbearer's).
-    Runs are independent in the kernel, so chunking changes no number; it bounds open files and memory."""
-    from tensorboardX import SummaryWriter
-
+    """The runs through the compiled loop (:func:`amsgrad_repro.synthetic.fused.simulate`), :data:`FUSED_CHUNK` at a
+    time, writing the same tags at the same steps as the Trial, in bulk (:class:`~amsgrad_repro.events.EventWriter`).
+    Runs are independent in the kernel, so chunking changes no number; it bounds open files and memory. A write
+    error closes every writer of the chunk and propagates (:class:`~amsgrad_repro.runs.WriteFailed`)."""
     from .fused import FusedRun, simulate
 
     for first in range(0, len(runs), FUSED_CHUNK):
@@ -93,14 +98,19 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
         seeds = sorted({run.seed for run in chunk})
         problems = [cfg.problem.with_seed(seed).make() for seed in seeds]
         fused = [FusedRun(run.choice, seeds.index(run.seed)) for run in chunk]
-        writers = [SummaryWriter(str(run_dir / run.name)) for run in chunk]
+        writers: list[EventWriter] = []
+        for run in chunk:
+            try:
+                writers.append(EventWriter(run_dir / run.name))
+            except WriteFailed:
+                _close_all(writers)
+                raise
 
         def on_log(ts, xs, regrets, writers=writers) -> None:
             steps = ts.tolist()
             for writer, x_row, r_row in zip(writers, xs.tolist(), regrets.tolist(), strict=True):
-                for t, x, r in zip(steps, x_row, r_row, strict=True):
-                    writer.add_scalar("x", x, t)
-                    writer.add_scalar("average_regret", r, t)
+                writer.add_scalars("x", x_row, steps)
+                writer.add_scalars("average_regret", r_row, steps)
 
         for run in chunk:
             ledger.update(run.name, "running", engine="fused")
@@ -119,9 +129,10 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 on_window=on_window,
                 dtype=cfg.problem.dtype,
             )
-        finally:
-            for writer in writers:
-                writer.close()
+            _close_all(writers, first_error=True)
+        except BaseException:
+            _close_all(writers)
+            raise
         seconds = time.perf_counter() - start
         for run, x, r in zip(chunk, result.x, result.average_regret, strict=True):
             ledger.update(
@@ -134,6 +145,19 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
             )
         if result.interrupted or result.stop_requested:
             raise KeyboardInterrupt  # the signal was deferred through the kernel's window: stop here
+
+
+def _close_all(writers: list[EventWriter], first_error: bool = False) -> None:
+    """Close every writer, even after one fails; with ``first_error`` raise the first write error afterwards
+    (else the error already propagating is the one that counts)."""
+    error = None
+    for writer in writers:
+        try:
+            writer.close()
+        except WriteFailed as e:
+            error = error or e
+    if first_error and error is not None:
+        raise error
 
 
 ENGINES = {"fused": run_fused_engine, "trial": run_trial_engine}
@@ -158,16 +182,15 @@ def _write_fused(run_dir: Path, names: list[str], ts: np.ndarray, xs: np.ndarray
     """The fused engine's scalars of finished runs, one writer at a time (the driver's side of a Ray task)."""
     steps = ts.tolist()
     for name, x_row, r_row in zip(names, xs.tolist(), regrets.tolist(), strict=True):
-        scalars = []
-        for t, x, r in zip(steps, x_row, r_row, strict=True):
-            scalars += [("x", x, t), ("average_regret", r, t)]
-        ScalarRecord.replay(scalars, str(run_dir / name))
+        with EventWriter(run_dir / name) as writer:
+            writer.add_scalars("x", x_row, steps)
+            writer.add_scalars("average_regret", r_row, steps)
 
 
 def fused_task(
     problems: list[ProblemConfig], runs: list[tuple[Choice, int]], steps: int, log_every: int, dtype: str
 ) -> dict:
-    """A Ray task: ``runs`` (choice, index into ``problems``) through :func:`~amsgrad_repro.fused.simulate` on
+    """A Ray task: ``runs`` (choice, index into ``problems``) through :func:`~amsgrad_repro.synthetic.fused.simulate` on
     one core; returns the snapshots at the log points (``ts``, ``x``, ``average_regret``), the final values
     and the seconds it took."""
     import numba
@@ -198,7 +221,7 @@ def fused_task(
 
 def trial_task(problem: ProblemConfig, choice: Choice, steps: int, log_every: int) -> dict:
     """A Ray task: one run through the torchbearer Trial, on one torch thread; returns its scalars as the
-    :class:`~amsgrad_repro.trial.ScalarLogger` would have written them, and its final values."""
+    :class:`~amsgrad_repro.synthetic.trial.ScalarLogger` would have written them, and its final values."""
     import torch
 
     from .trial import ScalarLogger, build_trial

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from amsgrad_repro.experiment import Config, ProblemConfig, run
+    from amsgrad_repro.synthetic.experiment import Config, ProblemConfig, run
     summary = run(Config(ProblemConfig("online"), steps=20_000, run_name="demo"))
     summary = run(Config(ProblemConfig("stochastic"), optimizers=("adam", "sgd"), lrs=(1e-3, 1e-2), seeds=(0, 1)))
 
@@ -27,146 +27,22 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from tqdm.auto import tqdm
 
-from . import __version__
-from .cluster import connect
+from .. import __version__
+from ..cluster import connect
+from ..optimizers import KEYS, canonical, unused_overrides
+from ..report import check_volume, fmt_duration, mean_std, print_ending, table
+from ..runs import Ledger, RunDir, Stopping, UsageError
+from .config import OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
-from .optimizers import KEYS, Choice, canonical, parse_spec, resolve, unused_overrides
-from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic, beta_condition
-from .runs import (
-    Ledger,
-    RunDir,
-    Stopping,
-    UsageError,
-    check_volume,
-    fmt_duration,
-    mean_std,
-    print_ending,
-    table,
-    write_summary,
-)
+from .problems import LinearProblem, beta_condition
 
+# Config and ProblemConfig are defined in .config and exported here, so that one import runs an invocation
 __all__ = ["Config", "ProblemConfig", "UsageError", "format_table", "run", "validate"]
-
-
-@dataclass(frozen=True)
-class ProblemConfig:
-    """Which problem: a setting, a preset of the counterexample family (C, δ), and raw constants that
-    override the preset's when given. ``seed`` is the stochastic stream's seed; ``dtype`` the precision of x and
-    of the optimizers' state ("float32", torch's default, or "float64"), in either engine."""
-
-    setting: str = "online"
-    preset: str = "paper"
-    c: float | None = None
-    delta: float | None = None
-    rare_coef: float | None = None
-    common_coef: float | None = None
-    period: int | None = None
-    p: float | None = None
-    seed: int = 0
-    x0: float = 0.0
-    bounds: tuple[float, float] = (-1.0, 1.0)
-    dtype: str = "float32"
-
-    def constants(self) -> dict:
-        """The preset's constants with the raw ones given here on top. Raises ValueError."""
-        if self.setting not in ("online", "stochastic"):
-            raise ValueError(f"unknown setting {self.setting!r}: choose online or stochastic")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}: choose from {', '.join(PRESETS)}")
-        out = PRESETS[self.preset].constants(self.setting, self.c, self.delta)
-        raw = {"rare_coef": self.rare_coef, "common_coef": self.common_coef}
-        raw |= {"period": self.period} if self.setting == "online" else {"p": self.p}
-        out.update({k: v for k, v in raw.items() if v is not None})
-        return out
-
-    def theorem_betas(self) -> tuple[float, float] | None:
-        return PRESETS[self.preset].theorem_betas(self.c)
-
-    def with_seed(self, seed: int) -> ProblemConfig:
-        return ProblemConfig(**(asdict(self) | {"seed": seed}))
-
-    def describe(self) -> dict:
-        """What a summary records: the setting, preset, resolved constants, and what else applies."""
-        preset = PRESETS[self.preset]
-        out: dict = {"setting": self.setting, "preset": self.preset}
-        if preset.default_c is not None:
-            out["C"] = preset.default_c if self.c is None else self.c
-        if preset.default_delta is not None:
-            out["delta"] = preset.default_delta if self.delta is None else self.delta
-        out |= self.constants()
-        if self.setting == "stochastic":
-            out["seed"] = self.seed
-        return out | {"x0": self.x0, "bounds": list(self.bounds), "dtype": self.dtype}
-
-    def make(self) -> LinearProblem:
-        """A fresh problem module (x = x0). Raises ``ValueError`` on bad constants."""
-        k = self.constants()
-        bounds = Bounds(*self.bounds)
-        if self.setting == "online":
-            return Online(k["rare_coef"], k["common_coef"], k["period"], self.x0, bounds, self.dtype)
-        return Stochastic(k["rare_coef"], k["common_coef"], k["p"], self.seed, self.x0, bounds, self.dtype)
-
-
-#: invocation-wide optimizer settings (None: each optimizer's own default); see optimizers.resolve
-OVERRIDE_KEYS = ("lr", "beta1", "beta2", "eps", "momentum", "lr_schedule", "beta1_schedule", "beta1_decay")
-
-
-@dataclass(frozen=True)
-class Config:
-    problem: ProblemConfig = field(default_factory=ProblemConfig)
-    steps: int = 10_000_000
-    optimizers: tuple[str, ...] = ("adam", "amsgrad")
-    #: invocation-wide values for OVERRIDE_KEYS (lr is swept through ``lrs``)
-    overrides: dict = field(default_factory=dict)
-    #: step sizes to sweep; None: each optimizer's own (or overrides["lr"])
-    lrs: tuple[float, ...] | None = None
-    #: stream seeds to sweep (stochastic); None: (problem.seed,)
-    seeds: tuple[int, ...] | None = None
-    log_every: int = 1000
-    logdir: str = "logs"
-    run_name: str | None = None
-    overwrite: bool = False
-    engine: str = "auto"
-    progress: bool | None = None  # None: a bar only on a terminal
-    allow_large: bool = False  # go on past runs.MAX_RUNS runs or runs.MAX_EVENT_BYTES of events
-    #: run on Ray: "local" (a local instance), "auto" or "host:port" (join a cluster); None: in this process
-    ray: str | None = None
-    ray_timeout: float = 120.0  # seconds without a live node before a Ray run gives up (cluster.ClusterLost)
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of an invocation: its name (a path under the run directory), optimizer and seed."""
-
-    name: str
-    choice: Choice
-    seed: int
-    stochastic: bool = True  # False: the seed is unused (online), and the summary records null
-
-
-def _plan_runs(cfg: Config, overrides: dict) -> list[Run]:
-    seeds = cfg.seeds if cfg.seeds is not None else (cfg.problem.seed,)
-    lrs = cfg.lrs if cfg.lrs is not None else (overrides.get("lr"),)
-    sweep_lr, sweep_seed = len(lrs) > 1, len(seeds) > 1
-    runs: list[Run] = []
-    for spec in cfg.optimizers:
-        own_lr = "lr" in parse_spec(spec)[1]  # a spec's own lr is not swept
-        for lr in (None,) if own_lr else lrs:
-            choice = resolve(spec, overrides | {"lr": lr})
-            for seed in seeds:
-                name = spec
-                if sweep_lr and not own_lr:
-                    name += f"/lr={lr:g}"
-                if sweep_seed:
-                    name += f"/seed={seed}"
-                runs.append(Run(name, choice, seed, cfg.problem.setting == "stochastic"))
-    return runs
 
 
 def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
@@ -210,7 +86,7 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
         theorem = cfg.problem.theorem_betas()
         if theorem is not None and "beta1" not in overrides and "beta2" not in overrides:
             overrides |= {"beta1": theorem[0], "beta2": theorem[1]}  # the theorem fixes them unless told otherwise
-        runs = _plan_runs(cfg, overrides)
+        runs = plan_runs(cfg, overrides)
     except ValueError as e:
         raise UsageError(str(e)) from None
     unused = unused_overrides([r.choice for r in runs], o)
@@ -385,14 +261,10 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    keep = any(r["steps_done"] > 0 for r in summary["runs"])
-    if keep:
-        write_summary(run_dir.path, summary)
-    final = run_dir.release(keep=keep)
+    final, keep = stop.finish(summary, keep=any(r["steps_done"] > 0 for r in summary["runs"]))
     print(format_table(summary), file=out)
-    cut = [r for r in summary["runs"] if r["status"] == "interrupted"]
+    cut = [r for r in summary["runs"] if r["status"] in ("interrupted", "failed")]
     where = f" at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else " between runs"
     print_ending(summary, final, keep, where, cfg.logdir, out)
-    if stop.lost is not None:  # after the summary: say why the rest did not run
-        raise stop.lost
+    stop.raise_error()  # after the summary: say why the rest did not run
     return summary

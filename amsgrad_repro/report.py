@@ -1,0 +1,93 @@
+"""What an invocation tells the user: the size it plans, durations, the end table, and the lines after it.
+
+Usage::
+
+    from amsgrad_repro.report import check_volume, mean_std, print_ending, table
+
+    print("  writing", check_volume(runs=2, scalars=40_000, allow_large=False))   # or UsageError past the limits
+    print(table([("run", "final x"), ("adam", "+1.000000")]))
+    print(mean_std([0.1, 0.2, 0.3], 4))                                          # 0.2000 ± 0.1000
+
+Part of the run spine: every command of both wings prints through it, so their headers, tables and endings
+read alike. It knows nothing of either wing.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from .runs import UsageError
+
+#: bytes one TensorBoard scalar costs on disk (tensorboardX event record; measured ~40-50 B, rounded up)
+BYTES_PER_SCALAR = 50
+#: past these an invocation is probably a typo, and needs ``--allow-large`` to go on
+MAX_RUNS = 10_000
+MAX_EVENT_BYTES = 10**9
+
+
+def check_volume(runs: int, scalars: int, allow_large: bool) -> str:
+    """Refuse an invocation that is probably a typo: more than :data:`MAX_RUNS` runs or more than
+    :data:`MAX_EVENT_BYTES` of TensorBoard events, unless ``allow_large``. Raises :class:`UsageError`; returns
+    the estimate as text for the run's header (``"about 2.0 MB of events (40,000 scalars)"``)."""
+    size = scalars * BYTES_PER_SCALAR
+    estimate = f"about {fmt_bytes(size)} of events ({scalars:,} scalars)"
+    if allow_large or (runs <= MAX_RUNS and size <= MAX_EVENT_BYTES):
+        return estimate
+    raise UsageError(
+        f"this invocation plans {runs:,} runs and {estimate.replace('of events', 'of TensorBoard events')}: "
+        "if that is what you want, pass --allow-large"
+    )
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, a rule under the header row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def mean_std(values: list[float | None], digits: int, sign: str = "", kind: str = "f") -> str:
+    """``m ± s`` over the finite values (``m`` alone for one), ``n/a`` for none. ``kind`` is the format type:
+    ``f`` for ``digits`` decimals, ``g`` for ``digits`` significant digits."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "n/a"
+    if len(finite) == 1:
+        return f"{finite[0]:{sign}.{digits}{kind}}"
+    return f"{statistics.fmean(finite):{sign}.{digits}{kind}} ± {statistics.stdev(finite):.{digits}{kind}}"
+
+
+def print_ending(summary: dict, run_dir: Path, kept: bool, where: str, logdir: str, out) -> None:
+    """The lines after the end table: nothing kept, interrupted (``where``, counts), or done; then how to view."""
+    if not kept and summary.get("error"):
+        print(f"stopped by a write error: nothing kept in {run_dir}", file=out)
+    elif not kept:
+        print("stopped before anything was done: nothing kept", file=out)
+    elif summary.get("error"):
+        counts = ", ".join(f"{n} {s}" for s, n in summary["runs_by_status"].items())
+        print(f"stopped by a write error{where} ({counts}); partial results in {run_dir / 'summary.json'}", file=out)
+    elif summary["interrupted"]:
+        counts = ", ".join(f"{n} {s}" for s, n in summary["runs_by_status"].items())
+        print(f"interrupted{where} ({counts}); partial results in {run_dir / 'summary.json'}", file=out)
+    else:
+        print(f"done in {fmt_duration(summary['elapsed_seconds'])}; summary: {run_dir / 'summary.json'}", file=out)
+    print(f"view: tensorboard --logdir {logdir}", file=out)
