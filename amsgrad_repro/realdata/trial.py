@@ -148,7 +148,7 @@ class Evaluate(Callback):
 
 
 class RunLogger(RunWriter):
-    """Writes one run's scalars, keyed by iteration t, with torchbearer's tensorboardX writer for ``log_dir``:
+    """Writes one run's scalars, keyed by iteration t, with the spine's event writer into ``log_dir``:
 
     - ``train_loss``: the mean minibatch loss over the last ``log_every`` iterations, at t = log_every,
       2·log_every, … and at t = ``steps`` (then over the iterations since the last point);

@@ -190,7 +190,7 @@ def _print_header(cfg: Config, problem: LinearProblem, runs: list[Run], run_dir:
         from .fused import kernel_cached
 
         if not kernel_cached(cfg.problem.dtype):
-            print("  compiling kernels (first run only, about 15 s) ...", file=out)
+            print("  compiling kernels (first run only, 5-15 s) ...", file=out)
 
 
 def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> dict:

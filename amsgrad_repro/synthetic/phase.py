@@ -272,7 +272,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         size = ray_chunk(cells, cluster.cpus(), args.steps)
         print(f"  on {cluster.describe()}, one CPU per task of up to {size} cells")
     elif not kernel_cached(problem_cfg.dtype):
-        print("  compiling kernels (first run only, about 15 s) ...")
+        print("  compiling kernels (first run only, 5-15 s) ...")
     sys.stdout.flush()
     start = time.perf_counter()
     try:
