@@ -81,7 +81,7 @@ def test_a_lost_backend_keeps_what_finished_and_is_raised_after_the_summary(tmp_
         ledger.update("b", "running")
         raise BackendLost("no live node for 120 s")
     summary = {"runs": ledger.rows(), **ledger.outcome()}
-    final, kept = stop.finish(summary, keep=True)
+    final, _ = stop.finish(summary, keep=True)
     saved = json.loads((final / "summary.json").read_text())
     assert [r["status"] for r in saved["runs"]] == ["complete", "interrupted", "not started"]
     assert saved["status"] == "interrupted" and saved["stopped_by"] is None

@@ -25,7 +25,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from amsgrad_repro.optimizers import ZOO, resolve
 from amsgrad_repro.synthetic.fused import FusedRun, simulate
@@ -172,9 +171,9 @@ def test_fused_equals_the_trial_for_every_option_and_both_feasible_sets(setting,
     assert len(variants) >= 40
     for bounds in BOUNDS:
         problem = make_problem(setting, bounds, dtype)
-        xs = []
+        xs: list[np.ndarray] = []
         runs = [FusedRun(resolve(name, hp)) for name, hp in variants]
-        simulate([problem], runs, STEPS, log_every=1, on_log=lambda t, x, r: xs.append(x), dtype=dtype)
+        simulate([problem], runs, STEPS, log_every=1, on_log=lambda t, x, r, xs=xs: xs.append(x), dtype=dtype)
         fused = np.concatenate(xs, axis=1).astype(np.float64)
         for k, (name, hp) in enumerate(variants):
             trial, _ = trial_trajectory(make_problem(setting, bounds, dtype), resolve(name, hp).build, STEPS)
@@ -274,5 +273,3 @@ def test_reference_loops_see_a_large_epsilon():
         finals[kind] = b
     for a, b in itertools.combinations(PAPER_FAMILY, 2):
         assert np.max(np.abs(finals[a] - finals[b])) > 1e-6, (a, b)
-
-

@@ -308,8 +308,8 @@ def _window(
 
 def kernel_cached(dtype: str = "float32") -> bool:
     """Whether numba's on-disk cache already holds the kernel compiled for ``dtype`` state (if not, the first
-    call compiles it, which took 6 s of an 8 s first run here). Reads numba's cache index (numba internals: if they cannot be
-    read, says True rather than print a wrong message)."""
+    call compiles it, which took 6 s of an 8 s first run here). Reads numba's cache index (numba internals: if
+    they cannot be read, says True rather than print a wrong message)."""
     try:
         index = _window._cache._cache_file._load_index()
         return any(str(key[0][4].dtype) == dtype for key in index)  # argument 4 is x: the state's dtype

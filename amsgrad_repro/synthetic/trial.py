@@ -129,9 +129,9 @@ class ScalarLogger(RunWriter):
 
     The tags are the metric names (``x``, ``average_regret``) and the step is the paper's t, so runs written
     into sibling directories are drawn in one chart. It writes with the spine's event writer
-    (:class:`~amsgrad_repro.events.EventWriter`) into exactly ``log_dir`` (no suffix). It remembers the last completed step so that an interrupted
-    run can still write it (:meth:`write_last`) and close cleanly (:meth:`close`). Reads ``state[X]`` and
-    ``state[METRICS]``.
+    (:class:`~amsgrad_repro.events.EventWriter`) into exactly ``log_dir`` (no suffix). It remembers the last
+    completed step so that an interrupted run can still write it (:meth:`write_last`) and close cleanly
+    (:meth:`close`). Reads ``state[X]`` and ``state[METRICS]``.
     """
 
     def __init__(
