@@ -226,7 +226,12 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
         "--lr-schedule", choices=["constant", "sqrt"], default=own["lr_schedule"], help="α_t = α or α/√t (t 1-based)"
     )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: cuda if available")
-    g.add_argument("--threads", type=count, default=None, help="torch CPU threads (default: torch's own)")
+    g.add_argument(
+        "--threads",
+        type=count,
+        default=None,
+        help="torch CPU threads per run (default: 1, so that the numbers are the same on every machine and on Ray)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--logdir", default=d.logdir, help="TensorBoard root; runs go to LOGDIR/MODEL/RUN_NAME/SPEC[/..]")
     g.add_argument("--run-name", default=None, help="run directory name (default: a timestamp)")

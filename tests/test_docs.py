@@ -106,7 +106,11 @@ def shell_script(body: str, tiny_cifar: Path) -> str:
     return "set -euo pipefail\n" + "\n".join(commands) + "\n"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+#: ray.md's commands start local Ray instances: on the Ray modules' worker (pyproject: --dist loadgroup)
+PARAMS = [pytest.param(p, marks=pytest.mark.xdist_group("ray")) if p.name == "ray.md" else p for p in PAGES]
+
+
+@pytest.mark.parametrize("page", PARAMS, ids=[p.name for p in PAGES])
 def test_every_block_of_the_page_runs(page, tmp_path, tiny_cifar):
     found = blocks(page)
     shell = [body for lang, body in found if lang in ("bash", "sh", "shell")]

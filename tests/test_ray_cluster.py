@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance at a time on the cores (pyproject)
 
 
 def _free_port() -> int:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance at a time on the cores (pyproject)
 
 from amsgrad_repro.cli import main  # noqa: E402
 from amsgrad_repro.cluster import Cluster, TaskFailed  # noqa: E402

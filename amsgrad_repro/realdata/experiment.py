@@ -227,14 +227,15 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
     volume = check_volume(len(runs), points * len(runs), cfg.allow_large)
     with contextlib.ExitStack() as stack:
         cluster = None if cfg.ray is None else stack.enter_context(connect(cfg.ray, cfg.ray_timeout))
+        if cluster is None:  # one thread unless told: the same numbers everywhere, no collapse on a busy machine
+            stack.callback(torch.set_num_threads, torch.get_num_threads())  # then the caller's own setting again
+            torch.set_num_threads(cfg.threads or 1)
         return _run(cfg, runs, device, data, volume, cluster, out, err)
 
 
 def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volume: str, cluster: Cluster | None,
          out: TextIO, err: TextIO) -> dict:  # fmt: skip
     run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
-    if cfg.threads is not None and cluster is None:
-        torch.set_num_threads(cfg.threads)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
     with Stopping(ledger, run_dir) as stop:
@@ -271,7 +272,7 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
             "log_every": cfg.log_every,
             "eval_every": cfg.eval_every,
             "device": device,
-            "threads": (cfg.threads or 1) if cluster is not None else torch.get_num_threads(),
+            "threads": cfg.threads or 1,
             "ray": None if cluster is None else cluster.address,
             "run_dir": str(run_dir.final),
         },
