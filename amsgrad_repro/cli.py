@@ -169,9 +169,9 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
 
 
 _REAL_HELP = {
-    "logreg": "logistic regression on MNIST-format data, α_t = α/√t (Figure 2, left)",
-    "mlp": "784 → 100 ReLU → 10 network on MNIST-format data, constant α (Figure 2, centre)",
-    "cifarnet": "CIFARNET on CIFAR-10 (or any data set below), constant α (Figure 2, right)",
+    "logreg": "logistic regression on MNIST-format data, α_t = α/√t",
+    "mlp": "784 → 100 ReLU → 10 network on MNIST-format data, constant α",
+    "cifarnet": "CIFARNET on CIFAR-10 (or any data set below), constant α",
 }
 
 
@@ -298,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     for setting, text in helps.items():
         p = sub.add_parser(setting, help=text, description=text, formatter_class=_Formatter)
         _add_run_flags(p, setting)
+    from .realdata.config import FIGURE2
+
     for model, text in _REAL_HELP.items():
+        text += f" ({FIGURE2[model][0]})"
         _add_real_flags(sub.add_parser(model, help=text, description=text, formatter_class=_Formatter), model)
     from . import bench
 

@@ -101,6 +101,12 @@ class EventWriter:
             buffer += record(scalar_event(tag, float(value), int(step), wall))
         self._maybe_write()
 
+    def add_summary(self, summary: summary_pb2.Summary, step: int = 0) -> None:
+        """Any ``Summary`` proto (a plugin's: Custom Scalars' layout, HParams' sessions) as one event at ``step``."""
+        event = event_pb2.Event(wall_time=time.time(), step=step, summary=summary)
+        self._buffer += record(event.SerializeToString())
+        self._maybe_write()
+
     def _maybe_write(self) -> None:
         if len(self._buffer) >= BUFFER_BYTES or time.monotonic() - self._last_write >= FLUSH_SECONDS:
             self.flush()

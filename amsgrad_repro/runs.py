@@ -50,7 +50,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 #: a run's status in summary.json
@@ -124,20 +124,27 @@ class Stopping:
         self.run_dir.release(keep=False)  # a failure before anything ran (or a bug)
         return False
 
-    def finish(self, summary: dict, keep: bool) -> tuple[Path, bool]:
-        """Write ``summary`` (if ``keep``: some run has something to keep) and release the run directory.
+    def finish(self, summary: dict, keep: bool, records: Callable[[], None] | None = None) -> tuple[Path, bool]:
+        """Write ``records()`` (the runs' other last files: TensorBoard's HParams sessions) and ``summary``, if
+        ``keep`` (some run has something to keep), then release the run directory; signals wait meanwhile.
         Returns where the run is and whether it was kept. After a write error the new run replaces no old one
         (the staging directory is removed, the old run stays as it was), and a summary that cannot be written
         either means nothing is kept: a directory without its summary would only block the name."""
-        if isinstance(self.error, WriteFailed):
-            summary["error"] = str(self.error)
-            keep = keep and not self.run_dir.replacing
-        if keep:
-            try:
-                write_summary(self.run_dir.path, summary)
-            except WriteFailed as e:
-                keep, self.error = False, self.error or e
-        return self.run_dir.release(keep=keep), keep
+        with defer_signals():
+            if keep and records is not None:
+                try:
+                    records()
+                except WriteFailed as e:
+                    self.error = self.error or e
+            if isinstance(self.error, WriteFailed):
+                summary["error"] = str(self.error)
+                keep = keep and not self.run_dir.replacing
+            if keep:
+                try:
+                    write_summary(self.run_dir.path, summary)
+                except WriteFailed as e:
+                    keep, self.error = False, self.error or e
+            return self.run_dir.release(keep=keep), keep
 
     def raise_error(self) -> None:
         """After the summary and the ending are printed: raise what stopped the runs early, if anything did

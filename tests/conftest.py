@@ -3,6 +3,8 @@ top-level ``tests`` package that would shadow ours."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -118,3 +120,22 @@ def tiny_cifar(tmp_path_factory):
         batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 8).tolist()}
         (d / name).write_bytes(pickle.dumps(batch, protocol=2))
     return root
+
+
+@pytest.fixture(scope="session")
+def ray_lock(tmp_path_factory):
+    """``with ray_lock():`` around anything that starts or stops Ray. The suite runs on several pytest-xdist
+    workers, and Ray is machine-wide: ``ray stop --force`` and a killed ``ray::`` worker in one test would hit
+    another test's Ray. One file lock, shared by every worker of this pytest run, lets one Ray user in at a time."""
+    path = tmp_path_factory.getbasetemp().parent / "ray.lock"  # the workers' common pytest directory
+
+    @contextlib.contextmanager
+    def hold():
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return hold

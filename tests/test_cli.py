@@ -1,6 +1,7 @@
 """The command line end to end: TensorBoard layout read back with TensorBoard's reader, summary.json,
 bad input, overwrite protection, Ctrl-C."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,11 +102,12 @@ BAD = [
 
 
 @pytest.mark.parametrize(("argv", "says"), BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, says, ray_lock):
     logdir = tmp_path / "logs"
     code = None
     try:
-        code = main([*argv, "--logdir", str(logdir), "--no-progress"] if argv[0] != "nosuch" else argv)
+        with ray_lock() if "--ray" in argv else contextlib.nullcontext():  # it may start a local Ray
+            code = main([*argv, "--logdir", str(logdir), "--no-progress"] if argv[0] != "nosuch" else argv)
     except SystemExit as e:  # argparse errors
         code = e.code
     err = capsys.readouterr().err
@@ -144,7 +146,9 @@ def test_existing_run_is_left_untouched_unless_overwrite(tmp_path, capsys, read_
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     assert main([*args, "--steps", "300", "--overwrite"]) == 0
     assert read_summary(run_dir)["steps"] == 300
-    assert len(list((run_dir / "adam").iterdir())) == 1  # the old events are gone, not mixed in
+    after = set((run_dir / "adam").iterdir())
+    assert not after & {p for p in before if p.parent == run_dir / "adam"}  # the old events are gone, not mixed in
+    assert len(after) == 2  # the new run's scalars, and its HParams session (docs/tensorboard.md)
 
 
 def test_default_run_names_never_collide(tmp_path):

@@ -6,6 +6,7 @@ in a fresh directory, its blocks in order (shell first, then its Python blocks a
 later commands can read what its earlier ones wrote. Output blocks (no language, ``text``, ``json``) are not run.
 """
 
+import contextlib
 import os
 import re
 import shlex
@@ -106,12 +107,14 @@ def shell_script(body: str, tiny_cifar: Path) -> str:
     return "set -euo pipefail\n" + "\n".join(commands) + "\n"
 
 
-#: ray.md's commands start local Ray instances: on the Ray modules' worker (pyproject: --dist loadgroup)
-PARAMS = [pytest.param(p, marks=pytest.mark.xdist_group("ray")) if p.name == "ray.md" else p for p in PAGES]
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_block_of_the_page_runs(page, tmp_path, tiny_cifar, ray_lock):
+    """ray.md's commands start local Ray instances, so that page runs under the suite's Ray lock."""
+    with ray_lock() if page.name == "ray.md" else contextlib.nullcontext():
+        _run_page(page, tmp_path, tiny_cifar)
 
 
-@pytest.mark.parametrize("page", PARAMS, ids=[p.name for p in PAGES])
-def test_every_block_of_the_page_runs(page, tmp_path, tiny_cifar):
+def _run_page(page: Path, tmp_path: Path, tiny_cifar: Path) -> None:
     found = blocks(page)
     shell = [body for lang, body in found if lang in ("bash", "sh", "shell")]
     python = [body for lang, body in found if lang == "python"]

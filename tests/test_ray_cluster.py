@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance at a time on the cores (pyproject)
 
 
 def _free_port() -> int:
@@ -29,16 +28,18 @@ ENV = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_he
 
 
 @pytest.fixture(scope="module")
-def address(tmp_path_factory):
-    """A head node on a free port with 2 CPUs, stopped (with its workers) at the end of the module."""
+def address(ray_lock):
+    """A head node on a free port with 2 CPUs, stopped (with its workers) at the end of the module. The module
+    holds the suite's Ray lock throughout: its tests kill Ray workers and stop every Ray on the machine."""
     ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable))
     port = _free_port()
     start = [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
-    subprocess.run([*start, "--disable-usage-stats"], check=True, capture_output=True, timeout=180, env=ENV)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
+    with ray_lock():
+        subprocess.run([*start, "--disable-usage-stats"], check=True, capture_output=True, timeout=180, env=ENV)
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
 
 
 def _cli(args):

@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance at a time on the cores (pyproject)
 
 from amsgrad_repro.cli import main  # noqa: E402
 from amsgrad_repro.cluster import Cluster, TaskFailed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(ray_lock):
     """One local Ray instance for the module, started the way `--ray` (no address) starts one; the commands
     below find this process connected and use it."""
-    with Cluster.connect(None) as c:
+    with ray_lock(), Cluster.connect(None) as c:
         assert c.owned and c.cpus() >= 1
         yield c
 

@@ -16,7 +16,38 @@ from dataclasses import asdict, dataclass
 
 from ..optimizers import Choice, parse_spec, resolve
 
-__all__ = ["MODEL_DEFAULTS", "REAL_DATA_EPS", "RealConfig", "RealRun", "plan"]
+__all__ = ["FIGURE2", "MODEL_DEFAULTS", "REAL_DATA_EPS", "RealConfig", "RealRun", "plan"]
+
+#: the paper's Figure 2: top row logistic regression's training loss (left) and test loss (centre) and the
+#: network's training loss (right), on MNIST; bottom row CIFARNET's training and test loss, on CIFAR-10. Per model:
+#: where it is in the figure (for --help), and (chart title, tag) for TensorBoard's Custom Scalars layout (the
+#: panels the figure has, then ours, labelled as such)
+FIGURE2 = {
+    "logreg": (
+        "Figure 2, top left and top centre",
+        [
+            ("Figure 2, top left: logistic regression, training loss", "train_loss"),
+            ("Figure 2, top centre: logistic regression, test loss", "test_loss"),
+            ("logistic regression, test accuracy (ours; not a panel of Figure 2)", "test_accuracy"),
+        ],
+    ),
+    "mlp": (
+        "Figure 2, top right",
+        [
+            ("Figure 2, top right: one-hidden-layer network, training loss", "train_loss"),
+            ("one-hidden-layer network, test loss (ours; not a panel of Figure 2)", "test_loss"),
+            ("one-hidden-layer network, test accuracy (ours; not a panel of Figure 2)", "test_accuracy"),
+        ],
+    ),
+    "cifarnet": (
+        "Figure 2, bottom row",
+        [
+            ("Figure 2, bottom left: CIFARNET, training loss", "train_loss"),
+            ("Figure 2, bottom right: CIFARNET, test loss", "test_loss"),
+            ("CIFARNET, test accuracy (ours; not a panel of Figure 2)", "test_accuracy"),
+        ],
+    ),
+}
 
 
 #: per model: default data set, iterations, step size and α schedule

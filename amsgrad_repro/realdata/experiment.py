@@ -34,6 +34,7 @@ Choices the paper leaves open (beyond the models', see :mod:`.models`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -45,10 +46,11 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..cluster import Cluster, connect
+from ..dashboards import write_layout, write_sessions
 from ..optimizers import canonical, unused_overrides
 from ..report import check_volume, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError
-from .config import MODEL_DEFAULTS, RealConfig, RealRun, plan
+from .config import FIGURE2, MODEL_DEFAULTS, RealConfig, RealRun, plan
 from .data import DATA_SETS, DataSet, load
 from .engines import run_on_ray, train_one
 from .models import MODELS, build_model
@@ -208,6 +210,17 @@ def _header(cfg: RealConfig, data: DataSet, runs: list[RealRun], run_dir: RunDir
     print(f"  writing to {run_dir.final}{replacing}", file=out)
 
 
+def _session_hparams(cfg: RealConfig, data: DataSet):
+    """A run's row → its hyperparameters for TensorBoard's HParams dashboard (see amsgrad_repro.dashboards)."""
+    grid = {"model": cfg.model, "data": data.name, "lr_schedule": cfg.lr_schedule, "batch_size": cfg.batch_size}
+
+    def hparams(row: dict) -> dict:
+        own = {k: v for k, v in row["hyperparameters"].items() if k != "optimizer"}
+        return grid | {"optimizer": row["optimizer"], "seed": row["seed"], "iterations": cfg.iterations} | own
+
+    return hparams
+
+
 def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -> dict:
     """Validate, load the data, train every run of the grid, write events and summary.json, print a table.
 
@@ -241,6 +254,8 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
     with Stopping(ledger, run_dir) as stop:
         _header(cfg, data, runs, run_dir, device, out)
         print(f"  writing {volume}", file=out)
+        title = f"Figure 2 ({cfg.model}): {cfg.model}/{run_dir.final.name}"
+        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag in FIGURE2[cfg.model][1]])
         if cluster is not None:
             gpu = " and 1 GPU" if device == "cuda" else ""
             print(f"  on {cluster.describe()}; one task per run, {cfg.threads or 1} CPU(s){gpu} each", file=out)
@@ -283,7 +298,9 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    final, keep = stop.finish(summary, keep=any(r["iterations_done"] > 0 for r in rows))
+    group = f"{cfg.model}/{run_dir.final.name}"
+    sessions = functools.partial(write_sessions, run_dir.path, rows, _session_hparams(cfg, data), group)
+    final, keep = stop.finish(summary, keep=any(r["iterations_done"] > 0 for r in rows), records=sessions)
     print(format_table(summary), file=out)
     for r in rows:
         if r["status"] == "failed" and r.get("error") != summary.get("error"):  # a write error: said once, below

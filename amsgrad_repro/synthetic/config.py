@@ -19,7 +19,17 @@ from dataclasses import asdict, dataclass, field
 from ..optimizers import Choice, parse_spec, resolve
 from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic
 
-__all__ = ["OVERRIDE_KEYS", "Config", "ProblemConfig", "Run", "plan_runs"]
+__all__ = ["FIGURE1", "OVERRIDE_KEYS", "Config", "ProblemConfig", "Run", "plan_runs"]
+
+#: the paper's Figure 1, per setting: (chart title, tag) for TensorBoard's Custom Scalars layout (the panels the
+#: figure has, then ours, labelled as such)
+FIGURE1 = {
+    "online": [("Figure 1, left: R_t/t, online", "average_regret"), ("Figure 1, centre: x_t, online", "x")],
+    "stochastic": [
+        ("Figure 1, right: x_t, stochastic", "x"),
+        ("R_t/t, stochastic (ours; not a panel of Figure 1)", "average_regret"),
+    ],
+}
 
 
 @dataclass(frozen=True)

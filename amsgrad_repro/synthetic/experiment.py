@@ -24,6 +24,7 @@ every planned run with its status.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -34,10 +35,11 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..cluster import connect
+from ..dashboards import write_layout, write_sessions
 from ..optimizers import KEYS, canonical, unused_overrides
 from ..report import check_volume, fmt_duration, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError
-from .config import OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
+from .config import FIGURE1, OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
 from .problems import LinearProblem, beta_condition
 
@@ -193,6 +195,17 @@ def _print_header(cfg: Config, problem: LinearProblem, runs: list[Run], run_dir:
             print("  compiling kernels (first run only, 5-15 s) ...", file=out)
 
 
+def _session_hparams(cfg: Config):
+    """A run's row → its hyperparameters for TensorBoard's HParams dashboard (see amsgrad_repro.dashboards)."""
+    problem = {"setting": cfg.problem.setting, "preset": cfg.problem.preset, "dtype": cfg.problem.dtype}
+
+    def hparams(row: dict) -> dict:
+        own = {k: v for k, v in row["hyperparameters"].items() if k != "optimizer"}
+        return problem | {"optimizer": row["optimizer"], "seed": row["seed"], "steps": cfg.steps} | own
+
+    return hparams
+
+
 def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> dict:
     """Validate, run everything with the chosen engine, write events and summary.json, print a table.
 
@@ -219,6 +232,8 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
     with Stopping(ledger, run_dir) as stop:
         _print_header(cfg, problem, runs, run_dir, engine, why, out)
         print(f"  writing {volume}", file=out)
+        title = f"Figure 1 ({cfg.problem.setting}): {cfg.problem.setting}/{run_dir.final.name}"
+        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag in FIGURE1[cfg.problem.setting]])
         for warning in warnings:
             print(warning, file=err)
         if cluster is not None:
@@ -261,7 +276,9 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    final, keep = stop.finish(summary, keep=any(r["steps_done"] > 0 for r in summary["runs"]))
+    group = f"{cfg.problem.setting}/{run_dir.final.name}"
+    sessions = functools.partial(write_sessions, run_dir.path, summary["runs"], _session_hparams(cfg), group)
+    final, keep = stop.finish(summary, keep=any(r["steps_done"] > 0 for r in summary["runs"]), records=sessions)
     print(format_table(summary), file=out)
     cut = [r for r in summary["runs"] if r["status"] in ("interrupted", "failed")]
     where = f" at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else " between runs"
