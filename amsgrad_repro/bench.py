@@ -202,8 +202,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if min(args.trial_steps, args.fused_steps, args.runs, args.real_iterations) < 1:
-        raise UsageError("bench: --trial-steps, --fused-steps, --runs and --real-iterations must be >= 1")
+    if min(args.trial_steps, args.fused_steps, args.runs, args.real_iterations, args.ray_tasks) < 1:
+        raise UsageError("bench: --trial-steps, --fused-steps, --runs, --real-iterations and --ray-tasks must be >= 1")
+    if args.skip_synthetic and not args.models and args.ray is None:
+        raise UsageError("bench: nothing to time (--skip-synthetic and no --models)")
+    if args.runs > 100_000:  # counted before the batched measurement allocates its state arrays
+        raise UsageError(f"bench: --runs {args.runs:,} is too many for one batched measurement (at most 100,000)")
     out: dict = {}
     if not args.skip_synthetic:
         out |= _run_synthetic(args)

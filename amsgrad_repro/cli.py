@@ -27,6 +27,7 @@ from . import __version__
 from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES
 from .cluster import add_ray_flags
 from .optimizers import ALIASES, ZOO
+from .report import one_line
 from .runs import BackendLost, UsageError, WriteFailed, exit_code, handle_signals
 from .synthetic.experiment import Config, ProblemConfig, run
 from .synthetic.problems import PRESETS
@@ -41,10 +42,11 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+        # negative numbers are values, also in scientific notation and -inf/-nan (refused later, in one line)
+        self._negative_number_matcher = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.I)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -392,10 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 summary = run(config_from_args(args))
         except UsageError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
+            print(f"{PROG}: error: {one_line(str(e))}", file=sys.stderr)
             return 2
         except (BackendLost, WriteFailed) as e:  # what finished is kept (summary.json says which); the rest not run
-            print(f"{PROG}: error: {e}", file=sys.stderr)
+            print(f"{PROG}: error: {one_line(str(e))}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # a stop before anything was written (runs catch it themselves after that)
             print(f"{PROG}: interrupted", file=sys.stderr)
@@ -403,6 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # `... | head` closed our stdout; what was run is already saved
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is silent
             return 141  # 128 + SIGPIPE, what a shell reports for a command cut off by head
+    counts = summary["runs_by_status"]
+    if not summary["interrupted"] and counts.get("failed") and not counts.get("complete"):
+        print(f"{PROG}: error: every run failed (each run's error is printed above and in summary.json when kept)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return exit_code(summary["interrupted"])
 
 

@@ -219,6 +219,20 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse's type for ``--ray-timeout``)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def add_ray_flags(g) -> None:
     """``--ray [ADDRESS]`` and ``--ray-timeout``, the same in every command that runs more than one run."""
     g.add_argument(
@@ -232,7 +246,7 @@ def add_ray_flags(g) -> None:
     )
     g.add_argument(
         "--ray-timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="with --ray: give up when the cluster has had no live node, or has not answered, for this long",

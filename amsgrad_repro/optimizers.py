@@ -226,9 +226,12 @@ def _parse_value(key: str, text: str) -> object:
     if kind is str:
         return text
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"{key}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{key}={text!r}: hyperparameters must be finite")
+    return value
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, object]]:

@@ -27,6 +27,15 @@ MAX_RUNS = 10_000
 MAX_EVENT_BYTES = 10**9
 
 
+def check_runs(runs: int, allow_large: bool) -> None:
+    """Refuse, before any run is planned, an invocation of more than :data:`MAX_RUNS` runs (counted from the
+    flags: optimizers × step sizes × β2s × seeds) unless ``allow_large``, and of more than 100 × that even then."""
+    if runs > MAX_RUNS and not allow_large:
+        raise UsageError(f"this invocation plans {runs:,} runs: if that is what you want, pass --allow-large")
+    if runs > 100 * MAX_RUNS:
+        raise UsageError(f"this invocation plans {runs:,} runs, more than {100 * MAX_RUNS:,} even with --allow-large")
+
+
 def check_volume(runs: int, scalars: int, allow_large: bool) -> str:
     """Refuse an invocation that is probably a typo: more than :data:`MAX_RUNS` runs or more than
     :data:`MAX_EVENT_BYTES` of TensorBoard events, unless ``allow_large``. Raises :class:`UsageError`; returns
@@ -39,6 +48,16 @@ def check_volume(runs: int, scalars: int, allow_large: bool) -> str:
         f"this invocation plans {runs:,} runs and {estimate.replace('of events', 'of TensorBoard events')}: "
         "if that is what you want, pass --allow-large"
     )
+
+
+#: the longest message printed on the one error line (a typo can make a flag's value megabytes long)
+MAX_LINE = 300
+
+
+def one_line(message: str) -> str:
+    """``message`` on one screen line: newlines become spaces, and past :data:`MAX_LINE` characters it is cut."""
+    text = " ".join(message.split())
+    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 1] + "…"
 
 
 def fmt_bytes(n: float) -> str:

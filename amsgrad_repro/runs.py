@@ -243,6 +243,10 @@ def _owner(directory: Path) -> str:
         return "?"
 
 
+#: bytes a run name may have: 255 (a file name) less what the staging names add, ``.<name>.new-<pid>``
+MAX_NAME_BYTES = 255 - len(".") - len(".new-") - 7  # pids have at most 7 digits (pid_max ≤ 2^22)
+
+
 def _check_name(name: str) -> None:
     if (
         not name
@@ -250,12 +254,22 @@ def _check_name(name: str) -> None:
         or name.startswith(".")
         or "/" in name
         or "\0" in name
-        or len(name.encode("utf-8", "surrogateescape")) > 255
+        or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
     ):
         raise UsageError(
-            f"--run-name must be a plain directory name (no '/', not starting with '.', at most 255 bytes), "
-            f"got {name!r}"
+            f"--run-name must be a plain directory name (no '/', not starting with '.', at most {MAX_NAME_BYTES} "
+            f"bytes), got {name[:60]!r}{'…' if len(name) > 60 else ''}"
         )
+
+
+def check_run_names(names: Iterable[str]) -> None:
+    """Every level of every run's path (``adam,lr=0.1/seed=3``) is a legal directory name: a UsageError before
+    anything is written, instead of ENAMETOOLONG in the middle of an invocation."""
+    for name in names:
+        for part in name.split("/"):
+            if len(part.encode("utf-8", "surrogateescape")) > 255:
+                size = len(part.encode("utf-8", "surrogateescape"))
+                raise UsageError(f"a run's directory name would be {size:,} bytes (at most 255): {part[:60]}…")
 
 
 class RunDir:
@@ -279,6 +293,8 @@ class RunDir:
         """Create and lock ``base/<run-name>``. A default (timestamp) name gets a ``-2``, ``-3``… suffix when
         taken; an explicit name that exists is a :class:`UsageError` unless ``overwrite``, and even then
         refused while another process holds it. Everything this creates is removed again on a UsageError."""
+        if not logdir:
+            raise UsageError("--logdir must name a directory (it is empty)")
         if run_name is not None:
             _check_name(run_name)
         created: list[Path] = []

@@ -15,6 +15,7 @@ They live here, below every command, so that the synthetic and the real-data com
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def count(text: str) -> int:
@@ -34,6 +35,8 @@ def count(text: str) -> int:
 
 #: the largest count any flag takes: the engines count steps in int64, with headroom for t + window
 MAX_COUNT = 2**62
+#: the most values one range flag (``--lr A:B:N``, ``--seed A:B``) expands to; checked before anything is built
+MAX_RANGE = 1_000_000
 
 
 def _bounded(value: int, text: str) -> int:
@@ -51,8 +54,10 @@ def lr_values(text: str) -> list[float]:
         lo, hi, n = float(start), float(stop), int(n_text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a step size or START:STOP:N range: {text!r}") from None
-    if n < 1 or lo <= 0 or hi <= 0:
-        raise argparse.ArgumentTypeError(f"a range START:STOP:N needs START, STOP > 0 and N >= 1: {text!r}")
+    if n < 1 or not (0 < lo < math.inf and 0 < hi < math.inf):
+        raise argparse.ArgumentTypeError(f"a range START:STOP:N needs finite START, STOP > 0 and N >= 1: {text!r}")
+    if n > MAX_RANGE:
+        raise argparse.ArgumentTypeError(f"{n:,} step sizes in one range is too many (at most {MAX_RANGE:,})")
     if n == 1:
         return [lo]
     return [float(f"{lo * (hi / lo) ** (k / (n - 1)):.6g}") for k in range(n)]
@@ -64,10 +69,12 @@ def seed_values(text: str) -> list[int]:
     if ":" not in text:
         return [count(text)]
     start, _, stop = text.partition(":")
-    values = list(range(count(start), count(stop)))
-    if not values:
+    lo, hi = count(start), count(stop)
+    if hi <= lo:
         raise argparse.ArgumentTypeError(f"empty seed range {text!r}: START:STOP needs START < STOP")
-    return values
+    if hi - lo > MAX_RANGE:  # counted, not built
+        raise argparse.ArgumentTypeError(f"{hi - lo:,} seeds in one range is too many (at most {MAX_RANGE:,})")
+    return list(range(lo, hi))
 
 
 def add_dtype_flag(g: argparse._ActionsContainer) -> None:
@@ -81,10 +88,15 @@ def add_dtype_flag(g: argparse._ActionsContainer) -> None:
     )
 
 
-def add_output_flags(g: argparse._ActionsContainer) -> None:
-    """``--overwrite``, ``--allow-large`` and ``--no-progress``: the same in every command that writes runs (which
-    add the spine's ``--ray`` and ``--ray-timeout`` after them with :func:`amsgrad_repro.cluster.add_ray_flags`;
-    this module, on the ground floor, imports nothing of the package)."""
+#: what ``--allow-large`` lets through, in the commands that plan runs (phase plans cells: it says its own)
+LARGE_RUNS = "go on when the invocation plans more than 10,000 runs or about 1 GB of TensorBoard events"
+
+
+def add_output_flags(g: argparse._ActionsContainer, large: str = LARGE_RUNS) -> None:
+    """``--overwrite``, ``--allow-large`` (help: ``large``) and ``--no-progress``: the same in every command that
+    writes runs (which add the spine's ``--ray`` and ``--ray-timeout`` after them with
+    :func:`amsgrad_repro.cluster.add_ray_flags`; this module, on the ground floor, imports nothing of the
+    package)."""
     g.add_argument(
         "--overwrite",
         action="store_true",
@@ -93,6 +105,6 @@ def add_output_flags(g: argparse._ActionsContainer) -> None:
     g.add_argument(
         "--allow-large",
         action="store_true",
-        help="go on when the invocation plans more than 10,000 runs or about 1 GB of TensorBoard events",
+        help=large,
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")

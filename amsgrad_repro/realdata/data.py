@@ -40,6 +40,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import struct
@@ -118,38 +119,65 @@ class DataSet:
 # --- readers -----------------------------------------------------------------------------------------------
 
 
-def _read_bytes(path: Path) -> bytes:
-    """A file's bytes, gunzipped when it starts with gzip's magic number."""
+#: the most bytes one data file may decompress to (CIFAR-10's batches are 30 MB, MNIST's images 47 MB; 256 MiB): past it
+#: the file is not a data set of this package's kind, and a gzip bomb stops there instead of filling memory
+MAX_FILE_BYTES = 1 << 28
+
+
+def _open(path: Path) -> io.BufferedIOBase:
+    """A file's content as a stream, gunzipped (lazily: a read of n bytes decompresses about n) when it starts
+    with gzip's magic number."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+    return gzip.GzipFile(fileobj=io.BytesIO(raw)) if raw[:2] == b"\x1f\x8b" else io.BytesIO(raw)
+
+
+def _take(stream: io.BufferedIOBase, path: Path, n: int) -> bytes:
+    """At most ``n`` bytes of ``stream``; a DataError for a corrupt gzip stream."""
     try:
-        return gzip.decompress(raw)
+        return stream.read(n)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} is not a readable gzip file ({e}): the file is truncated or corrupt") from None
 
 
+def _read(stream: io.BufferedIOBase, path: Path, n: int = MAX_FILE_BYTES) -> bytes:
+    """The rest of ``stream``; a DataError for a corrupt gzip stream or for more than ``n`` bytes."""
+    data = _take(stream, path, n + 1)
+    if len(data) > n:
+        raise DataError(f"{path} holds more than {n:,} bytes: not a data file of the expected kind")
+    return data
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when it starts with gzip's magic number (at most :data:`MAX_FILE_BYTES`)."""
+    return _read(_open(path), path)
+
+
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file of unsigned bytes (MNIST's format): a 4-byte magic ``0 0 0x08 ndim``, ``ndim`` big-endian
-    uint32 sizes, then the data."""
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    uint32 sizes, then the data. The sizes are read first, and no more than they declare is decompressed."""
+    stream = _open(path)
+    magic = _take(stream, path, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != 0x08 or not 1 <= magic[3] <= 4:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (magic {magic[:4].hex() or 'missing'})")
+    ndim = magic[3]
+    sizes = _take(stream, path, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataError(f"{path} is truncated: its header is cut short")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims))
-    if len(raw) - header != expected:
+    dims = struct.unpack(f">{ndim}I", sizes)
+    expected = math.prod(dims)  # Python ints: a forged header cannot overflow
+    if expected > MAX_FILE_BYTES:
+        raise DataError(f"{path}: its header says {' × '.join(map(str, dims))} = {expected:,} bytes, too many")
+    data = _take(stream, path, expected + 1)
+    if len(data) != expected:
+        _take(stream, path, 1 << 20)  # a damaged gzip stream says so here (at most 1 MiB more is decompressed)
         raise DataError(
             f"{path} is truncated or corrupt: its header says {' × '.join(map(str, dims))} = {expected:,} bytes "
-            f"of data, the file has {len(raw) - header:,}"
+            f"of data, the file has {'more' if len(data) > expected else f'{len(data):,}'}"
         )
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(data, np.uint8).reshape(dims)
 
 
 def _idx_file(directory: Path, stem: str) -> Path | None:
@@ -182,7 +210,10 @@ def read_idx_dir(name: str, directory: Path) -> DataSet:
 def read_keras_npz(name: str, path: Path) -> DataSet:
     """Keras' ``mnist.npz``: four arrays, read without unpickling."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} is a single .npy array, not an .npz archive of x_train, y_train, x_test, y_test")
+        with loaded as f:
             arrays = {key: f[key] for key in _IDX}
     except KeyError as e:
         raise DataError(f"{path} has no array {e} (expected x_train, y_train, x_test, y_test)") from None
@@ -223,7 +254,12 @@ def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{where}: 'data' must be uint8 of shape (n, 3072), found {found}")
-    labels = np.asarray(labels)
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError):
+        raise DataError(f"{where}: 'labels' is not a flat list of integers") from None
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: 'labels' must be integers, found {labels.dtype}")
     if labels.shape != (len(data),):
         raise DataError(f"{where}: {len(data)} images but {labels.size} labels")
     return data.reshape(-1, 3, 32, 32), labels
@@ -253,6 +289,8 @@ def read_cifar_tar(path: Path) -> DataSet:
             for member in [*_CIFAR_TRAIN, "test_batch"]:
                 if member not in members:
                     raise DataError(f"{path} has no {member}")
+                if members[member].size > MAX_FILE_BYTES:  # the tar header's size, before anything is read
+                    raise DataError(f"{path}:{member} declares {members[member].size:,} bytes: not a CIFAR-10 batch")
                 f = tar.extractfile(members[member])
                 batches.append(_cifar_batch(f.read(), f"{path}:{members[member].name}"))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
@@ -281,6 +319,8 @@ def _checked(name: str, source: str, arrays: dict[str, np.ndarray], hw: tuple[in
             x = x[:, None]
         if x.ndim != 4 or tuple(x.shape[2:]) != hw:
             raise DataError(f"{source}: {split} images must be {hw[0]}×{hw[1]}, found shape {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise DataError(f"{source}: {split} images have 0 channels, found shape {tuple(x.shape)}")
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"{source}: {len(x)} {split} images but labels of shape {tuple(y.shape)}")
         if len(y) == 0:

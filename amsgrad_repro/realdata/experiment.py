@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,8 +49,8 @@ from .. import __version__
 from ..cluster import Cluster, connect
 from ..dashboards import write_layout, write_sessions
 from ..optimizers import canonical, unused_overrides
-from ..report import check_volume, mean_std, print_ending, table
-from ..runs import Ledger, RunDir, Stopping, UsageError
+from ..report import check_runs, check_volume, mean_std, print_ending, table
+from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
 from .config import FIGURE2, MODEL_DEFAULTS, RealConfig, RealRun, plan
 from .data import DATA_SETS, DataSet, load
 from .engines import run_on_ray, train_one
@@ -96,11 +97,17 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    n_runs = len(cfg.optimizers) * len(cfg.lrs) * len(cfg.beta2s or (None,)) * len(cfg.seeds)
+    check_runs(n_runs, cfg.allow_large)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cfg.ray is None and cfg.threads is not None and cfg.threads > cpus:
+        raise UsageError(f"--threads {cfg.threads:,} is more than the {cpus} CPU(s) this process may use")
     device = _device(cfg.device)
     try:
         runs = plan(cfg)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    check_run_names(r.name for r in runs)
     given = {"beta1": cfg.beta1, "beta2": cfg.beta2s, "eps": cfg.eps}
     unused = unused_overrides([r.choice for r in runs], given)
     if unused:

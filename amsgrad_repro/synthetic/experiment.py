@@ -37,8 +37,8 @@ from .. import __version__
 from ..cluster import connect
 from ..dashboards import write_layout, write_sessions
 from ..optimizers import KEYS, canonical, unused_overrides
-from ..report import check_volume, fmt_duration, mean_std, print_ending, table
-from ..runs import Ledger, RunDir, Stopping, UsageError
+from ..report import check_runs, check_volume, fmt_duration, mean_std, print_ending, table
+from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
 from .config import FIGURE1, OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
 from .problems import LinearProblem, beta_condition
@@ -77,6 +77,7 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    check_runs(len(cfg.optimizers) * len(cfg.lrs or (None,)) * len(cfg.seeds or (None,)), cfg.allow_large)
     for key, value in o.items():  # invocation-wide values are checked even if no chosen optimizer takes them
         if value is not None and key in KEYS and not KEYS[key][1](value):
             flag = "--betas" if key in ("beta1", "beta2") else f"--{key.replace('_', '-')}"
@@ -91,6 +92,7 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
         runs = plan_runs(cfg, overrides)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    check_run_names(r.name for r in runs)
     unused = unused_overrides([r.choice for r in runs], o)
     if unused:
         flags = sorted({"--betas" if k in ("beta1", "beta2") else f"--{k.replace('_', '-')}" for k in unused})

@@ -42,6 +42,8 @@ from .problems import PRESETS
 
 #: runs per fused call: enough to keep both cores busy, few enough that Ctrl-C loses little
 BATCH = 256
+#: cells per invocation past which ``--allow-large`` is needed (and 100 × that is refused even then)
+MAX_CELLS = 1_000_000
 #: cells per map above which only a PNG is drawn (an SVG of millions of cells is gigabytes and takes minutes)
 MAX_SVG_CELLS = 40_000
 
@@ -214,14 +216,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--logdir", default="logs", help="output goes to LOGDIR/phase/SETTING/RUN_NAME")
     p.add_argument("--run-name", default=None, help="output directory name (default: a timestamp)")
-    add_output_flags(p)
+    add_output_flags(p, large=f"go on when the grid has more than {MAX_CELLS:,} cells (optimizers × β1 × β2)")
     add_ray_flags(p)
 
 
 def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.ndarray, np.ndarray]:
     for flag, (lo, hi, n) in (("--beta1", args.beta1), ("--beta2", args.beta2)):
-        if not (0 <= lo <= hi < 1) or n < 1 or not float(n).is_integer():
-            raise UsageError(f"{flag} needs 0 <= LO <= HI < 1 and a whole N >= 1, got {lo:g} {hi:g} {n:g}")
+        if not (0 <= lo <= hi < 1) or not 1 <= n <= MAX_CELLS or not float(n).is_integer():
+            raise UsageError(
+                f"{flag} needs 0 <= LO <= HI < 1 and a whole N from 1 to {MAX_CELLS:,}, got {lo:g} {hi:g} {n:g}"
+            )
+    cells = len(args.optimizers) * int(args.beta1[2]) * int(args.beta2[2])  # counted before any grid is built
+    if cells > MAX_CELLS and not args.allow_large:
+        raise UsageError(f"phase: {cells:,} cells is probably a typo; pass --allow-large to go on")
+    if cells > 100 * MAX_CELLS:
+        raise UsageError(f"phase: {cells:,} cells, more than {100 * MAX_CELLS:,} even with --allow-large")
     if args.steps < 1:
         raise UsageError(f"--steps must be a positive integer, got {args.steps}")
     if args.seed < 0:
@@ -251,8 +260,6 @@ def run(args: argparse.Namespace) -> int:
     """The ``phase`` command: validate, connect to Ray if asked, run the grid, write csv/json/heat maps."""
     problem_cfg, specs, b1, b2 = _validate(args)
     cells = len(specs) * len(b1) * len(b2)
-    if cells > 1_000_000 and not args.allow_large:
-        raise UsageError(f"phase: {cells:,} cells is probably a typo; pass --allow-large to go on")
     with contextlib.ExitStack() as stack:
         cluster = None if args.ray is None else stack.enter_context(connect(args.ray, args.ray_timeout))
         return _run(args, problem_cfg, specs, b1, b2, cells, cluster)
