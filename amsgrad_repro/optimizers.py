@@ -246,7 +246,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
             raise ValueError(f"optimizer option {option!r} in {spec!r} is not key=value")
         if key in parsed:
             raise ValueError(f"optimizer option {key!r} is given twice in {spec!r}")
-        parsed[key] = _parse_value(key, value)
+        try:
+            parsed[key] = _parse_value(key, value)
+        except ValueError as e:
+            raise ValueError(f"{spec.split(',')[0]}: {e}") from None
     return name, parsed
 
 

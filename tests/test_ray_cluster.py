@@ -106,16 +106,16 @@ def test_stopping_the_driver_keeps_what_finished(address, tmp_path, read_summary
     # 12 runs in tasks of 2 (about a second each on one core): stop once the first results are written
     argv = ["stochastic", "--seed", "0:6", "--steps", "1e8", "--log-every", "1e7", "--logdir", tmp_path]
     proc = _cli([*argv, "--run-name", "cut", "--ray", address])
-    run_dir, deadline = None, time.monotonic() + 120
+    run_dir, deadline = None, time.monotonic() + 900  # a hang guard only: a busy machine is slow
     while time.monotonic() < deadline and proc.poll() is None:
         found = list(tmp_path.glob("stochastic/*/*/seed=*/events.out.tfevents.*"))
         if found:
             run_dir = found[0].parent.parent.parent
             break
         time.sleep(0.05)
-    assert run_dir is not None, "no run finished"
+    assert run_dir is not None, f"no run finished (exit {proc.poll()}): {proc.stderr.read() if proc.poll() else ''}"
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == code, err
     assert "Traceback" not in err
     summary = read_summary(tmp_path / "stochastic/cut")
@@ -136,17 +136,18 @@ def test_a_lost_cluster_is_an_error_after_the_timeout_and_keeps_what_finished(ad
     """Last in this module: it stops the module's cluster under the driver's feet."""
     argv = ["stochastic", "--seed", "0:10", "--steps", "2e8", "--log-every", "1e7", "--logdir", tmp_path]
     proc = _cli([*argv, "--run-name", "lost", "--ray", address, "--ray-timeout", "10"])
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900  # a hang guard only
     while not list(tmp_path.glob("stochastic/lost/*/seed=*/events.out.tfevents.*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # let the driver record that first result
     ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable))
     subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
     stopped = time.monotonic()
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
     assert "has had no live node for 10 s" in err and "--ray-timeout" in err
-    assert time.monotonic() - stopped < 60  # the timeout, plus at most one look at the cluster
+    # the flag's 10 s, not the default 120 s: generous for a busy machine, still below what the default would take
+    assert time.monotonic() - stopped < 110
     summary = read_summary(tmp_path / "stochastic/lost")
     assert summary["interrupted"] and summary["runs_by_status"].get("complete", 0) >= 1
     assert set(summary["runs_by_status"]) <= {"complete", "not started"}
