@@ -99,9 +99,9 @@ class Stopping:
 
     A signal (KeyboardInterrupt), a :class:`BackendLost` or a :class:`WriteFailed` ends the block with the ledger
     stopped (running → interrupted; after a write error, the run being written → failed), so the caller can write
-    the summary of what finished; the lost backend or the write error is kept in :attr:`error` and raised by
-    :meth:`finish` once the summary is written. Anything else releases the run directory unkept (the old run, if
-    one is being replaced, stays) and propagates."""
+    the summary of what finished; the lost backend or the write error is kept in :attr:`error`, and
+    :meth:`raise_error` raises it once the summary is written and the ending printed. Anything else releases the
+    run directory unkept (the old run, if one is being replaced, stays) and propagates."""
 
     def __init__(self, ledger: Ledger, run_dir: RunDir) -> None:
         self.ledger, self.run_dir = ledger, run_dir

@@ -73,6 +73,8 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
     if cfg.model not in MODELS:
         raise UsageError(f"unknown model {cfg.model!r}: choose from {', '.join(MODELS)}")
     cfg = cfg.resolved()
+    # counted first: the messages below print the flags' values
+    check_runs(len(cfg.optimizers) * len(cfg.lrs) * len(cfg.beta2s or (None,)) * len(cfg.seeds), cfg.allow_large)
     labels = [canonical(s) for s in cfg.optimizers]
     checks = [
         (cfg.data in DATA_SETS, f"--data must be one of {', '.join(DATA_SETS)}, got {cfg.data!r}"),
@@ -97,8 +99,6 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    n_runs = len(cfg.optimizers) * len(cfg.lrs) * len(cfg.beta2s or (None,)) * len(cfg.seeds)
-    check_runs(n_runs, cfg.allow_large)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cfg.ray is None and cfg.threads is not None and cfg.threads > cpus:
         raise UsageError(f"--threads {cfg.threads:,} is more than the {cpus} CPU(s) this process may use")

@@ -50,6 +50,8 @@ __all__ = ["Config", "ProblemConfig", "UsageError", "format_table", "run", "vali
 def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
     """Check everything that can be checked before anything is written; raise :class:`UsageError`.
     Returns the problem (for x*), the runs, and warnings to print."""
+    # counted first: the messages below print the flags' values
+    check_runs(len(cfg.optimizers) * len(cfg.lrs or (None,)) * len(cfg.seeds or (None,)), cfg.allow_large)
     o = cfg.overrides
     lrs = cfg.lrs or ()
     checks = [
@@ -77,7 +79,6 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    check_runs(len(cfg.optimizers) * len(cfg.lrs or (None,)) * len(cfg.seeds or (None,)), cfg.allow_large)
     for key, value in o.items():  # invocation-wide values are checked even if no chosen optimizer takes them
         if value is not None and key in KEYS and not KEYS[key][1](value):
             flag = "--betas" if key in ("beta1", "beta2") else f"--{key.replace('_', '-')}"
