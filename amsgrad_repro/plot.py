@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .optimizers import ALIASES, ZOO
-from .runs import UsageError
+from .realdata.config import MODEL_DEFAULTS
+from .runs import STATUSES, UsageError
 
 _SEED = re.compile(r"^seed=(\d+)$")
 
@@ -47,6 +48,13 @@ def read_summary(path: Path) -> dict:
         raise UsageError(f"{path} is not valid JSON ({e}): the run directory is damaged") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("runs"), list):
         raise UsageError(f"{path} is not a run summary (no list of runs)")
+    for row in summary["runs"]:
+        if not (isinstance(row, dict) and isinstance(row.get("name"), str) and row.get("status") in STATUSES):
+            raise UsageError(f"{path} is not a run summary (a run without a name and a status: {str(row)[:80]})")
+        if row["name"].startswith("/") or ".." in row["name"].split("/"):
+            raise UsageError(f"{path} names a run outside its directory: {row['name'][:80]}")
+    if summary.get("setting") not in ("online", "stochastic") and summary.get("model") not in MODEL_DEFAULTS:
+        raise UsageError(f"{path} is not a run summary of this package (no known setting or model)")
     return summary
 
 
@@ -97,16 +105,13 @@ def _read_run(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def load_run_dir(run_dir: Path) -> tuple[str, dict[str, list[Series]]]:
     """(setting, {tag: [Series per optimizer/lr, seeds averaged]}) for one run directory."""
-    if not run_dir.is_dir():
-        raise PlotError(f"{run_dir} is not a directory")
-    event_dirs = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
+    summary = read_summary(run_dir / "summary.json")  # checked by plot.run: a run directory of this package
+    setting = summary["setting"]
+    # the invocation's own runs, as its summary lists them (not the layout's file at the root, nor anything else)
+    named = [run_dir / r["name"] for r in summary["runs"] if r["status"] != "not started"]
+    event_dirs = [d for d in named if any(d.glob("events.out.tfevents.*"))]
     if not event_dirs:
-        raise PlotError(f"{run_dir} holds no TensorBoard events (is it a run directory?)")
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        setting = read_summary(summary_path).get("setting", run_dir.parent.name)
-    else:
-        setting = run_dir.parent.name
+        raise PlotError(f"{run_dir} holds no TensorBoard events of its runs")
     groups: dict[str, list[dict]] = {}
     for d in event_dirs:
         rel = d.relative_to(run_dir).parts
@@ -291,6 +296,11 @@ def run(args: argparse.Namespace) -> int:
     for d in args.run_dirs:
         if not d.is_dir():
             raise PlotError(f"{d} is not a directory")
+        if not (d / "summary.json").is_file():  # a setting folder (logs/online), a run's own folder (…/adam)
+            raise PlotError(f"{d} has no summary.json: give run directories, LOGDIR/SETTING/RUN_NAME")
+        read_summary(d / "summary.json")
+    if args.out is not None and (str(args.out) in ("", ".") or args.out.name in ("", ".", "..")):
+        raise PlotError(f"--out must name a file (without extension), got {str(args.out)!r}")
     real = [is_real_data(d) for d in args.run_dirs]
     if any(real) and not all(real):
         raise PlotError("give either synthetic (online/stochastic) or real-data (logreg/mlp/cifarnet) run directories")
@@ -299,14 +309,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         fig = make_figure(args.run_dirs, args.xscale)
     out = args.out if args.out is not None else args.run_dirs[0] / "figure"
+    if out.is_dir():
+        out = out / "figure"
     out = out.with_suffix("") if out.suffix in (".png", ".svg") else out
+    png, svg = out.parent / f"{out.name}.png", out.parent / f"{out.name}.svg"  # not with_suffix: "lr-0.01"
+    for path in (out, png, svg):
+        if path.exists() and not path.is_file():  # /dev/null, a fifo: not a place for a figure
+            plt.close(fig)
+            raise PlotError(f"--out {path} is not a regular file")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out.with_suffix(".png"), dpi=130)
-        fig.savefig(out.with_suffix(".svg"))
+        fig.savefig(png, dpi=130)
+        fig.savefig(svg)
     except OSError as e:
-        raise PlotError(f"cannot write {out}.png: {e.strerror or e}") from None
+        raise PlotError(f"cannot write {png}: {e.strerror or e}") from None
     finally:
         plt.close(fig)
-    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.svg')}")
+    print(f"wrote {png} and {svg}")
     return 0

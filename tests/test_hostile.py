@@ -178,3 +178,51 @@ def test_cifar_batches_with_ragged_or_string_labels_are_refused(tmp_path, labels
         (d / name).write_bytes(pickle.dumps(batch, protocol=2))
     with pytest.raises(DataError, match=says):
         read_cifar_dir(d)
+
+
+# --- plot: only run directories of this package, and a real file to write --------------------------------
+
+
+@pytest.fixture(scope="module")
+def online_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("plot") / "logs"
+    assert main(["online", "--steps", "3000", "--logdir", str(logdir), "--run-name", "r", "--no-progress"]) == 0
+    return logdir / "online" / "r"
+
+
+@pytest.mark.parametrize(
+    ("summary", "says"),
+    [
+        ('{"setting": "online", "runs": [1, 2, 3]}', "without a name"),
+        ('{"setting": "online", "runs": [{}]}', "without a name"),
+        ('{"setting": "bogus", "runs": []}', "no known setting"),
+        ('{"setting": "online", "runs": [{"name": "../../etc", "status": "complete"}]}', "outside its directory"),
+    ],
+)
+def test_plot_refuses_a_summary_that_is_not_ours(tmp_path, capsys, summary, says):
+    run_dir = tmp_path / "online" / "fake"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(summary)
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "fig")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "fig.png").exists()
+
+
+def test_plot_refuses_folders_that_are_not_run_directories(online_run, tmp_path, capsys):
+    for folder in (online_run.parent, online_run / "adam"):  # a setting folder, one run's own folder
+        assert main(["plot", str(folder), "--out", str(tmp_path / "fig")]) == 2
+        assert "no summary.json" in capsys.readouterr().err
+    assert not (tmp_path / "fig.png").exists()
+
+
+@pytest.mark.parametrize("out", ["", "/dev/null"])
+def test_plot_refuses_an_out_that_is_not_a_file_name(online_run, capsys, out):
+    assert main(["plot", str(online_run), "--out", out]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert not Path("/dev/null.png").exists()
+
+
+def test_plot_keeps_a_dot_in_the_out_name(online_run, tmp_path, capsys):
+    assert main(["plot", str(online_run), "--out", str(tmp_path / "lr-0.01")]) == 0
+    assert (tmp_path / "lr-0.01.png").is_file() and (tmp_path / "lr-0.01.svg").is_file()
