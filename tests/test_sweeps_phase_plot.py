@@ -206,6 +206,24 @@ def test_phase_ctrl_c_keeps_finished_cells(monkeypatch):
     np.testing.assert_array_equal(final_x[0][done], full[0][done])
 
 
+def test_phase_ctrl_c_records_where_the_cut_cells_stopped(monkeypatch):
+    """The cells of the batch a signal cut are not lost: each keeps the step it reached and its x there, equal
+    to a run of that many steps (what phase.csv writes with status "interrupted")."""
+    import amsgrad_repro.synthetic.phase as phase
+
+    monkeypatch.setattr(phase, "BATCH", 10)
+    b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)
+    steps = 200_000
+    grid = run_grid(ProblemConfig("online"), ["adam"], b1, b2, steps, bar=_InterruptInSecondBatch(10 * steps))
+    cut = (grid.steps_done[0] > 0) & ~np.isfinite(grid.final_x[0])
+    assert cut.sum() == 10 and np.all(np.isfinite(grid.stopped_x[0][cut]))
+    reached = int(grid.steps_done[0][cut][0])
+    assert 0 < reached < steps and reached % 65_536 == 0  # stopped at a window boundary
+    shorter, _, _ = run_grid(ProblemConfig("online"), ["adam"], b1, b2, reached)
+    np.testing.assert_array_equal(grid.stopped_x[0][cut], shorter[0][cut])
+    assert np.all(grid.steps_done[0][np.isfinite(grid.final_x[0])] == steps)
+
+
 def test_phase_ctrl_c_in_a_batch_last_window_stops_after_that_batch(monkeypatch):
     import amsgrad_repro.synthetic.phase as phase
 
@@ -236,12 +254,18 @@ def _phase_cut(tmp_path, steps: str, sig: int, after: float) -> tuple[subprocess
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_phase_stopped_before_any_cell_keeps_nothing_and_frees_the_name(tmp_path, sig, code):
-    # 9 cells of 10^8 steps are one batch: a stop 2 s in finishes no cell
+def test_phase_stopped_before_any_cell_finished_records_where_each_stopped(tmp_path, sig, code):
+    # 9 cells of 10^8 steps are one batch: a stop 2 s in finishes no cell, but every cell has run some steps,
+    # so (as for every other command, docs/runs.md) the directory is kept, saying where each cell stopped
     proc, out, err = _phase_cut(tmp_path, "100000000", sig, 2)
     assert proc.returncode == code, err
-    assert "Traceback" not in err and "before any cell finished" in out
-    assert not (tmp_path / "phase/online/cut").exists()  # no empty directory blocks the name
+    assert "Traceback" not in err and "0 of 9 cells finished, 9 stopped part-way" in out
+    run = tmp_path / "phase/online/cut"
+    with open(run / "phase.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["status"] for r in rows} == {"interrupted"} and all(0 < int(r["steps_done"]) < 10**8 for r in rows)
+    meta = json.loads((run / "phase.json").read_text())
+    assert meta["status"] == "interrupted" and meta["cells_done"] == 0 and meta["cells_interrupted"] == 9
 
 
 # --- plot --------------------------------------------------------------------------------------------------

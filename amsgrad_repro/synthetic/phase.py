@@ -14,7 +14,8 @@ curve β1 = √β2 (Theorems 2-4 assume β1 < √β2, below it) and the paper's 
 β1 is spaced evenly on [LO, HI]; β2 is spaced evenly in log(1 − β2), so 0.9, 0.99, 0.999 are equally far
 apart. Output, in ``<logdir>/phase/<setting>/<run-name>/``: ``phase.csv`` (one row per cell), ``phase.json``
 (the configuration and timing) and ``phase_<optimizer>.png`` (and ``.svg``). Ctrl-C keeps the cells finished so
-far; the others are written as "not started".
+far; the cells it cut part-way are "interrupted" in phase.csv with the step they reached and their x there (not
+drawn in the maps), and the others are "not started". Outputs follow docs/runs.md's rules.
 """
 
 from __future__ import annotations
@@ -62,11 +63,17 @@ def beta2_grid(lo: float, hi: float, n: int) -> np.ndarray:
 @dataclass
 class Grid:
     """What :func:`run_grid` computed: arrays of shape (optimizers, len(beta1s), len(beta2s)), NaN where a cell
-    did not finish; unpacks as ``final_x, regret, interrupted``."""
+    did not finish; unpacks as ``final_x, regret, interrupted``. A cell a signal stopped part-way keeps, in
+    ``stopped_x``, ``stopped_regret`` and ``steps_done``, where it was (it is not drawn in the maps)."""
 
     final_x: np.ndarray
     regret: np.ndarray
     interrupted: bool = False
+    #: steps each cell ran (T for a finished one, 0 for one never started)
+    steps_done: np.ndarray | None = None
+    #: x and R_t/t where a signal stopped an unfinished cell (NaN elsewhere)
+    stopped_x: np.ndarray | None = None
+    stopped_regret: np.ndarray | None = None
     #: cells whose Ray task raised: ((k, i, j), error)
     failed: list = field(default_factory=list)
     #: the ClusterLost that stopped a Ray run early, if one did
@@ -92,7 +99,8 @@ def run_grid(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
     cells = [(k, i, j) for k in range(len(specs)) for i in range(len(beta1s)) for j in range(len(beta2s))]
     shape = (len(specs), len(beta1s), len(beta2s))
-    grid = Grid(np.full(shape, np.nan), np.full(shape, np.nan))
+    grid = Grid(np.full(shape, np.nan), np.full(shape, np.nan), steps_done=np.zeros(shape, np.int64),
+                stopped_x=np.full(shape, np.nan), stopped_regret=np.full(shape, np.nan))  # fmt: skip
 
     def choice(k: int, i: int, j: int):
         return resolve(specs[k], overrides | {"beta1": float(beta1s[i]), "beta2": float(beta2s[j])})
@@ -107,11 +115,15 @@ def run_grid(
             runs = [FusedRun(choice(k, i, j)) for k, i, j in batch]
             on_window = None if bar is None else _advance(bar, len(runs))
             result = simulate([problem], runs, steps, log_every=steps, on_window=on_window, dtype=problem.dtype)
-            if result.interrupted:  # Ctrl-C inside the batch: its cells are not finished
+            if result.interrupted:  # Ctrl-C inside the batch: its cells stop part-way, and say where
+                for (k, i, j), x, r in zip(batch, result.x, result.average_regret, strict=True):
+                    grid.stopped_x[k, i, j], grid.stopped_regret[k, i, j] = x, r
+                    grid.steps_done[k, i, j] = result.steps_done
                 grid.interrupted = True
                 break
             for (k, i, j), x, r in zip(batch, result.x, result.average_regret, strict=True):
                 grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
+                grid.steps_done[k, i, j] = steps
             if result.stop_requested:  # Ctrl-C in the batch's last window: keep it, start no other
                 grid.interrupted = True
                 break
@@ -135,6 +147,7 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
                 if isinstance(result, dict):
                     for (k, i, j), x, r in zip(chunk, result["final_x"], result["final_regret"], strict=True):
                         grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
+                        grid.steps_done[k, i, j] = steps
                 else:
                     grid.failed += [(cell, result.error) for cell in chunk]
                 if bar is not None:
@@ -287,7 +300,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
             total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
         ) as bar:
             grid = run_grid(problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar, cluster)
-            final_x, regret, interrupted = grid
+            final_x, _, interrupted = grid
     except BaseException:
         run_dir.release(keep=False)
         raise
@@ -296,9 +309,10 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
     failed = {cell: error for cell, error in grid.failed}
     for error in sorted(set(failed.values())):
         print(f"phase: {sum(e == error for e in failed.values())} cell(s) failed: {error}", file=sys.stderr)
-    if done == 0:
+    stopped = int(((grid.steps_done > 0) & ~np.isfinite(final_x)).sum())  # cells a signal cut part-way
+    if done + stopped == 0:
         run_dir.release(keep=False)
-        print(f"phase: {'interrupted' if interrupted else 'stopped'} before any cell finished: nothing kept")
+        print(f"phase: {'interrupted' if interrupted else 'stopped'} before any cell took a step: nothing kept")
         return _exit(grid)
 
     status = "interrupted" if interrupted else ("failed" if failed else "complete")
@@ -311,6 +325,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         "beta2": b2.tolist(),
         "cells": cells,
         "cells_done": done,
+        "cells_interrupted": stopped,
         "status": status,
         "interrupted": interrupted,
         "failed_cells": [
@@ -326,7 +341,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
     # write error (a full disk) removes the new directory, leaving any old run of the name as it was.
     with defer_signals() as held:
         try:
-            _write_outputs(out, args, specs, b1, b2, final_x, regret, failed, problem.x_star, meta)
+            _write_outputs(out, args, specs, b1, b2, grid, failed, problem.x_star, meta)
         except BaseException as e:
             run_dir.release(keep=False)
             if isinstance(e, OSError):  # not from a file _write_outputs names (matplotlib's own temporaries)
@@ -334,9 +349,12 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
             raise
         final = run_dir.release(keep=True)
     for k, spec in enumerate(specs):
-        fails = np.nanmean(final_x[k] > 0.5)
-        print(f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells")
-    verdict = f"interrupted: {done} of {cells} cells finished" if interrupted else f"{cells} cells ({status})"
+        finished = final_x[k][np.isfinite(final_x[k])]
+        if finished.size:
+            fails = float(np.mean(finished > 0.5))
+            print(f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells")
+    cut = f", {stopped} stopped part-way (in phase.csv, not in the maps)" if stopped else ""
+    verdict = f"interrupted: {done} of {cells} cells finished{cut}" if interrupted else f"{cells} cells ({status})"
     print(f"{verdict} in {elapsed:.1f} s; wrote {final}/phase.csv, phase.json and the heat maps")
     if held.hit and not interrupted:
         print("  (the signal came while the outputs were being written: they were finished first, and are complete)")
@@ -355,21 +373,27 @@ def map_names(specs: list[str]) -> list[str]:
     return names
 
 
-def _write_outputs(out: Path, args, specs, b1, b2, final_x, regret, failed: dict, x_star: float, meta: dict) -> None:
-    """phase.csv (one row per cell), the heat maps (PNG, and SVG up to :data:`MAX_SVG_CELLS` cells per map), and
-    phase.json last: its presence says every other output is whole."""
+def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_star: float, meta: dict) -> None:
+    """phase.csv (one row per cell, with its status and the steps it ran: a cell a signal cut part-way has its x
+    and R_t/t at that step), the heat maps (finished cells only; PNG, and SVG up to :data:`MAX_SVG_CELLS` cells per
+    map), and phase.json last: its presence says every other output is whole."""
+    final_x, regret = grid.final_x, grid.regret
     import matplotlib.pyplot as plt
 
     with writing(out / "phase.csv"), open(out / "phase.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["optimizer", "beta1", "beta2", "final_x", "average_regret", "status"])
+        writer.writerow(["optimizer", "beta1", "beta2", "final_x", "average_regret", "status", "steps_done"])
         for k, spec in enumerate(specs):
             for i, beta1 in enumerate(b1):
                 for j, beta2 in enumerate(b2):
-                    ok = bool(np.isfinite(final_x[k, i, j]))
-                    row = [f"{final_x[k, i, j]:.9g}", f"{regret[k, i, j]:.9g}"] if ok else ["", ""]
-                    status = "complete" if ok else ("failed" if (k, i, j) in failed else "not started")
-                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status])
+                    cell, steps = (k, i, j), int(grid.steps_done[k, i, j])
+                    if np.isfinite(final_x[cell]):
+                        row, status = [f"{final_x[cell]:.9g}", f"{regret[cell]:.9g}"], "complete"
+                    elif steps > 0:
+                        row, status = [f"{grid.stopped_x[cell]:.9g}", f"{grid.stopped_regret[cell]:.9g}"], "interrupted"
+                    else:
+                        row, status = ["", ""], "failed" if cell in failed else "not started"
+                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status, steps])
     vector = len(b1) * len(b2) <= MAX_SVG_CELLS
     if not vector:
         print(f"  {len(b1) * len(b2):,} cells per map: writing PNG only (SVG up to {MAX_SVG_CELLS:,} cells)")
