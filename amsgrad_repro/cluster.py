@@ -82,6 +82,10 @@ class Cluster:
     def __init__(self, ray, address: str, timeout: float, owned: bool = True) -> None:
         self.ray, self.address, self.timeout = ray, address, timeout
         self.owned = owned  # we connected, so we disconnect at exit
+        self._nodes_seen: set[str] = set()  # node IDs seen alive while this invocation ran
+        self._nodes_lost: list[str] = []  # of those, the ones that died, in the order we noticed
+        self._tasks_by_node: dict[str, int] = {}  # node ID → results returned from it
+        self._last_look = 0.0
 
     @classmethod
     def connect(cls, address: str | None, timeout: float = DEFAULT_TIMEOUT) -> Cluster:
@@ -143,14 +147,21 @@ class Cluster:
         connection this object did not open, they are cancelled). A task that no live node could
         hold is a :class:`UsageError` before anything is submitted."""
         self._check_fits(num_cpus, num_gpus)
-        remote = self.ray.remote(task).options(
-            num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=False
+        self._alive()
+        remote = self.ray.remote(_on_node).options(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_retries=MAX_RETRIES,
+            retry_exceptions=False,
+            name=task.__name__,  # what `ray list tasks` and the worker's process title (ray::<name>) say
         )
-        pending = {remote.remote(*args): key for key, args in jobs}
+        pending = {remote.remote(task, *args): key for key, args in jobs}
         last_alive = time.monotonic()
         try:
             while pending:
                 done, _ = self.ray.wait(list(pending), num_returns=1, timeout=_CHECK_EVERY)
+                if done and time.monotonic() - self._last_look > _CHECK_EVERY:
+                    self._alive()  # notes lost nodes while results flow (it runs on its own without results)
                 if not done:
                     if self._alive():
                         last_alive = time.monotonic()
@@ -164,10 +175,12 @@ class Cluster:
                 ref = done[0]
                 key = pending.pop(ref)
                 try:
-                    result = self.ray.get(ref)
+                    node, result = self.ray.get(ref)
+                    self._tasks_by_node[node] = self._tasks_by_node.get(node, 0) + 1
                 except self.ray.exceptions.RayError as e:
                     result = TaskFailed(_one_line(e))
                 yield key, result
+            self._alive()
         except BaseException:
             if not self.owned:  # someone else's connection stays open: cancel our tasks on it
                 for ref in pending:
@@ -180,6 +193,26 @@ class Cluster:
             # driver can abort (a failed internal check, "Tried to complete task that was not pending") when a
             # force-cancelled task's reply is still in flight, and it would take the unwritten summary with it.
             raise
+
+    def report(self) -> dict:
+        """What the cluster did for this invocation, for summary.json: the nodes seen alive, the nodes lost while
+        it ran (their tasks were retried on the others, up to :data:`MAX_RETRIES` times), and how many task
+        results each node returned (node IDs cut to 12 hex digits, as ``ray list nodes`` shows them)."""
+        return {
+            "address": self.address,
+            "nodes_seen": sorted(self._nodes_seen),
+            "nodes_lost": list(self._nodes_lost),
+            "results_by_node": dict(sorted(self._tasks_by_node.items())),
+        }
+
+    def lost_line(self) -> str | None:
+        """One line for the end of a run that lost nodes, else None."""
+        if not self._nodes_lost:
+            return None
+        return (
+            f"Ray: lost {len(self._nodes_lost)} of {len(self._nodes_seen)} node(s) while running "
+            f"({', '.join(self._nodes_lost)}); their tasks were retried on the others (summary.json: ray_nodes)"
+        )
 
     def _check_fits(self, num_cpus: float, num_gpus: float) -> None:
         """A task no live node can hold would wait for ever: say so now (:class:`UsageError`)."""
@@ -195,19 +228,38 @@ class Cluster:
         )
 
     def _alive(self) -> bool:
-        """Whether the cluster answers within a few seconds and has a live node with a CPU."""
+        """Whether the cluster answers within a few seconds and has a live node with a CPU. On the way it notes
+        the nodes alive now, and any seen alive before that has died since (a lost node: Ray retries its tasks
+        elsewhere, and :meth:`report` says so). The question runs in a thread: a cluster that has gone can make
+        Ray's call block for a minute, and then abort the process, so the driver never waits on it."""
         answer: list[bool] = []
+        self._last_look = time.monotonic()
 
         def ask() -> None:
             try:
-                answer.append(any(n.get("Alive") and n.get("Resources", {}).get("CPU") for n in self.ray.nodes()))
+                nodes = self.ray.nodes()
             except Exception:
                 answer.append(False)
+                return
+            for n in nodes:
+                node = n.get("NodeID", "")[:12]
+                if n.get("Alive"):
+                    self._nodes_seen.add(node)
+                elif node in self._nodes_seen and node not in self._nodes_lost:
+                    self._nodes_lost.append(node)
+            answer.append(any(n.get("Alive") and n.get("Resources", {}).get("CPU") for n in nodes))
 
         thread = threading.Thread(target=ask, daemon=True)
         thread.start()
         thread.join(_CHECK_EVERY)
         return bool(answer and answer[0])
+
+
+def _on_node(task: Callable, *args) -> tuple[str, object]:
+    """What a Ray worker runs: ``task(*args)``, and the ID of the node it ran on (cut to 12 hex digits)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12], task(*args)
 
 
 def _one_line(error: BaseException) -> str:

@@ -296,6 +296,7 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
             "device": device,
             "threads": cfg.threads or 1,
             "ray": None if cluster is None else cluster.address,
+            "ray_nodes": None if cluster is None else cluster.report(),
             "run_dir": str(run_dir.final),
         },
         "runs": rows,
@@ -314,6 +315,8 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
             print(f"run {r['name']} failed: {r.get('error')}", file=err)
     cut = [r for r in rows if r["status"] == "interrupted"]
     where = f" at iteration {cut[0]['iterations_done']:,} of {cut[0]['name']}" if cut else ""
+    if cluster is not None and cluster.lost_line():
+        print(cluster.lost_line(), file=out)
     print_ending(summary, final, keep, where, cfg.logdir, out)
     stop.raise_error()  # after the summary: say why the rest did not run
     return summary

@@ -272,6 +272,7 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
             "log_every": cfg.log_every,
             "engine": engine,
             "ray": None if cluster is None else cluster.address,
+            "ray_nodes": None if cluster is None else cluster.report(),
             "run_dir": str(run_dir.final),
         },
         "runs": ledger.rows(),
@@ -285,6 +286,8 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
     print(format_table(summary), file=out)
     cut = [r for r in summary["runs"] if r["status"] in ("interrupted", "failed")]
     where = f" at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else " between runs"
+    if cluster is not None and cluster.lost_line():
+        print(cluster.lost_line(), file=out)
     print_ending(summary, final, keep, where, cfg.logdir, out)
     stop.raise_error()  # after the summary: say why the rest did not run
     return summary
