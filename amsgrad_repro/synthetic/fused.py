@@ -10,7 +10,9 @@ Usage::
     result.x, result.average_regret        # one value per run
 
 Many runs go through one call (optimizers × hyperparameters × problems/seeds), split over the cores with
-numba's ``prange``. Time advances in windows of at most ``window`` steps: each window's slopes c_t are read
+numba's ``prange``. When there are many runs of the Adam family with constant β's (a phase grid, a big sweep),
+they go to :mod:`.lanes`, which advances them together as SIMD lanes, bit-identical to the loop here.
+Time advances in windows of at most ``window`` steps: each window's slopes c_t are read
 from the problems' streams, the kernel advances every run through the window, and ``on_log`` receives the
 snapshots taken at t = log_every, 2·log_every, … and at t = T. Memory is O(window · problems), never O(T).
 
@@ -46,11 +48,11 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba.core import types
-from numba.extending import intrinsic, overload
 
 from ..optimizers import Choice, resolve
 from ..runs import defer_signals
+from . import lanes
+from .arith import _as, _fma, _lerp
 from .problems import DTYPES, LinearProblem
 
 # optimizer kinds in the kernel
@@ -71,6 +73,10 @@ _ADAM_FAMILY = {
 }
 _OTHER_KINDS = {"sgd": K_SGD, "momentum": K_SGD, "nesterov": K_SGD, "adagrad": K_ADAGRAD, "rmsprop": K_RMSPROP,
                 "adamax": K_ADAMAX, "nadam": K_NADAM}  # fmt: skip
+#: the lane kernel takes the Adam-family runs when there are at least this many per thread (numba's); fewer go
+#: through the single-run kernel, which is faster then (measured on the 2-core machine: 64 runs 0.05 vs 0.16,
+#: 128 runs 0.16 vs 0.14, 256 runs 0.34 vs 0.18, 2048 runs 0.57 vs 0.13 G run-steps/s, lanes vs single-run)
+LANES_PER_THREAD = 128
 _LRS = {"constant": 0, "sqrt": 1}
 _B1S = {"constant": 0, "exp": 1, "inverse": 2}
 
@@ -131,52 +137,7 @@ class FusedResult:
     stop_requested: bool = False
 
 
-def _as(value, like):
-    """``value`` rounded to the precision of ``like`` (the state's dtype): ``np.float32(value)`` in a float32 run,
-    ``np.float64(value)`` in a float64 one. The kernel is compiled once per state dtype."""
-
-
-@overload(_as, inline="always")
-def _as_overload(value, like):
-    if isinstance(like, types.Float) and like.bitwidth == 32:
-        return lambda value, like: np.float32(value)
-    return lambda value, like: np.float64(value)
-
-
-@intrinsic
-def _fma64(typingctx, a, b, c):
-    """LLVM's ``llvm.fma.f64``: a·b + c with one rounding (the CPU's FMA instruction, or libm's fma)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-
-    return types.float64(types.float64, types.float64, types.float64), codegen
-
-
-def _fma(a, b, c):
-    """a·b + c with one rounding, in the dtype of ``c`` (what torch's CPU kernels compute for lerp, addcmul and
-    add with alpha, in float32 and float64 alike)."""
-
-
-@overload(_fma, inline="always")
-def _fma_overload(a, b, c):
-    if isinstance(c, types.Float) and c.bitwidth == 32:
-        # a product of two float32 is exact in float64, so one float64 sum rounded once to float32 is the FMA
-        # (bar double rounding of the sum, which our lockstep tests have not met)
-        return lambda a, b, c: np.float32(np.float64(a) * np.float64(b) + np.float64(c))
-    return lambda a, b, c: _fma64(np.float64(a), np.float64(b), np.float64(c))
-
-
-@numba.njit(inline="always")
-def _lerp(start, end, weight):
-    """torch.lerp: start + w·(end − start) for |w| < 0.5, else end − (end − start)·(1 − w), as FMAs."""
-    d = _as(end - start, start)
-    if abs(weight) < _as(0.5, start):
-        return _fma(weight, d, start)
-    return _fma(-d, _as(_as(1.0, start) - weight, start), end)
-
-
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def _window(
     coefs,  # (n_problems, n) float64: c_t for t = t0 .. t0 + n - 1
     problem_of,  # (R,) int64
@@ -306,13 +267,23 @@ def _window(
         x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r] = xr, mr, vr, vmr, ax, reg, done
 
 
-def kernel_cached(dtype: str = "float32") -> bool:
+def lanes_take(n: int) -> bool:
+    """Whether ``n`` Adam-family runs with constant β's go to the lane kernel by default."""
+    return n >= LANES_PER_THREAD * numba.get_num_threads()
+
+
+def kernel_cached(dtype: str = "float32", lanes_too: bool = False) -> bool:
     """Whether numba's on-disk cache already holds the kernel compiled for ``dtype`` state (if not, the first
-    call compiles it, which took 6 s of an 8 s first run here). Reads numba's cache index (numba internals: if
-    they cannot be read, says True rather than print a wrong message)."""
+    call compiles it, which took 6 s of an 8 s first run here); with ``lanes_too``, the lane kernel's as well (a
+    phase grid uses it). Reads numba's cache index (numba internals: if they cannot be read, says True rather
+    than print a wrong message)."""
     try:
-        index = _window._cache._cache_file._load_index()
-        return any(str(key[0][4].dtype) == dtype for key in index)  # argument 4 is x: the state's dtype
+        kernels = [(_window, 4)] + ([(lanes._advance, 15)] if lanes_too else [])  # the argument that is x
+        for kernel, x_arg in kernels:
+            index = kernel._cache._cache_file._load_index()
+            if not any(str(key[0][x_arg].dtype) == dtype for key in index):
+                return False
+        return True
     except Exception:
         return True
 
@@ -335,6 +306,7 @@ def simulate(
     on_window: Callable[[int], None] | None = None,
     window: int = 1 << 16,
     dtype: str = "float32",
+    simd: bool | None = None,
 ) -> FusedResult:
     """Run every run for ``steps`` steps; x starts at each problem's x0.
 
@@ -349,6 +321,10 @@ def simulate(
         window: steps per kernel call (memory is O(window · len(problems))).
         dtype: "float32" (torch's default, and the paper-era frameworks') or "float64": the dtype of x and of
             every optimizer state, as in a Trial whose problem was built with the same ``dtype``.
+        simd: None (the default) gives the Adam-family runs with constant β's to the lane kernel (:mod:`.lanes`)
+            when there are at least :data:`LANES_PER_THREAD` of them per thread; True gives them to it however
+            few; False runs every run through the single-run kernel. The numbers are bit-identical either way
+            (tests/test_fused.py); only the speed differs.
 
     Ctrl-C or SIGTERM stops at the end of the current window (the compiled loop cannot stop inside one): the last
     completed step is reported through ``on_log`` if it was not a log point, and the result says
@@ -370,17 +346,41 @@ def simulate(
     encoded = [encode(run.choice) for run in runs]
     fp = np.stack([f for f, _ in encoded])
     ip = np.stack([i for _, i in encoded])
-    x = np.array([p.x0 for p in chosen], dtype=state_dtype)  # x_1, rounded to the run's dtype as torch does
-    m = np.zeros(n_runs, state_dtype)
-    v = np.zeros(n_runs, state_dtype)
-    vmax = np.zeros(n_runs, state_dtype)
-    aux = np.ones(n_runs, np.float64)
-    regret = np.zeros(n_runs, np.float64)
-    bc_done = np.zeros(n_runs, np.bool_)
+    x0 = np.array([p.x0 for p in chosen], np.float64)
     lo = np.array([p.bounds.lo for p in chosen], np.float64)
     hi = np.array([p.bounds.hi for p in chosen], np.float64)
     x_star = np.array([p.x_star for p in chosen], np.float64)
+    # the runs the lane kernel takes (the Adam family with constant β's), if there are enough to fill lanes
+    fits = (ip[:, I_KIND] == K_ADAM) & (ip[:, I_B1S] == 0) & (ip[:, I_B2S] == 0)
+    enough = lanes_take(int(fits.sum()))
+    lane = np.flatnonzero(fits) if simd or (simd is None and enough) else np.empty(0, np.int64)
+    rest = np.setdiff1d(np.arange(n_runs), lane)
+    group = None
+    if len(lane):
+        fl, il = fp[lane], ip[lane]
+        group = lanes.Lanes(
+            lr=fl[:, F_LR], lr_sqrt=il[:, I_LRS] == 1, beta1=fl[:, F_B1], beta2=fl[:, F_B2], eps=fl[:, F_EPS],
+            ams=il[:, I_AMS] != 0, bias=il[:, I_BIAS] != 0, corrected=il[:, I_AMS] == _AMS["corrected"],
+            problem_of=problem_of[lane], lo=lo[lane], hi=hi[lane], x_star=x_star[lane], x0=x0[lane], dtype=dtype,
+        )  # fmt: skip
+    # the single-run kernel's state, for the other runs
+    fp, ip, problem_of, lo, hi, x_star = fp[rest], ip[rest], problem_of[rest], lo[rest], hi[rest], x_star[rest]
+    x = x0[rest].astype(state_dtype)  # x_1, rounded to the run's dtype as torch does
+    m = np.zeros(len(rest), state_dtype)
+    v = np.zeros(len(rest), state_dtype)
+    vmax = np.zeros(len(rest), state_dtype)
+    aux = np.ones(len(rest), np.float64)
+    regret = np.zeros(len(rest), np.float64)
+    bc_done = np.zeros(len(rest), np.bool_)
     coefs = np.empty((len(problems), min(window, steps)), np.float64)
+
+    def state() -> tuple[np.ndarray, np.ndarray]:
+        """(x, R_{t-1}) of every run, in the runs' order."""
+        xs, rs = np.empty(n_runs, state_dtype), np.empty(n_runs, np.float64)
+        xs[rest], rs[rest] = x, regret
+        if group is not None:
+            xs[lane], rs[lane] = group.x, group.regret
+        return xs, rs
 
     t0 = 1
     logged_t = 0
@@ -396,10 +396,17 @@ def simulate(
             ts = log_points(t0, n, log_every, steps)
             snap_x = np.empty((n_runs, len(ts)), state_dtype)
             snap_r = np.empty((n_runs, len(ts)), np.float64)
-            _window(
-                coefs, problem_of, fp, ip, x, m, v, vmax, aux, regret, bc_done,
-                lo, hi, x_star, t0, n, log_every, steps, snap_x, snap_r,
-            )  # fmt: skip
+            if len(rest):
+                sx, sr = np.empty((len(rest), len(ts)), state_dtype), np.empty((len(rest), len(ts)))
+                _window(
+                    coefs, problem_of, fp, ip, x, m, v, vmax, aux, regret, bc_done,
+                    lo, hi, x_star, t0, n, log_every, steps, sx, sr,
+                )  # fmt: skip
+                snap_x[rest], snap_r[rest] = sx, sr
+            if group is not None:
+                sx, sr = np.empty((len(lane), len(ts)), state_dtype), np.empty((len(lane), len(ts)))
+                group.advance(coefs, t0, n, log_every, steps, sx, sr)
+                snap_x[lane], snap_r[lane] = sx, sr
             if on_log is not None and len(ts):
                 on_log(ts, snap_x, snap_r)
                 logged_t = int(ts[-1])
@@ -407,6 +414,7 @@ def simulate(
                 on_window(n)
             t0 += n
     done = t0 - 1
+    x, regret = state()
     if interrupted and on_log is not None and done > logged_t:
         # report the last completed step, so what is logged ends where the run stopped
         on_log(np.array([done]), x[:, None].copy(), (regret / done)[:, None])

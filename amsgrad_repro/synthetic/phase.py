@@ -41,8 +41,9 @@ from .engines import fused_task, ray_chunk
 from .fused import FusedRun, simulate
 from .problems import PRESETS
 
-#: runs per fused call: enough to keep both cores busy, few enough that Ctrl-C loses little
-BATCH = 256
+#: cells per fused call: enough to fill the lane kernel's blocks on every core (:mod:`.lanes`); a signal loses
+#: nothing by it (the cells of a cut batch are kept with the step they reached)
+BATCH = 2048
 #: cells per invocation past which ``--allow-large`` is needed (and 100 × that is refused even then)
 MAX_CELLS = 1_000_000
 #: cells per map above which only a PNG is drawn (an SVG of millions of cells is gigabytes and takes minutes)
@@ -286,12 +287,12 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
         f"{args.steps:,} steps each, {args.dtype}; x* = {problem.x_star:+g}; writing to {run_dir.final}"
     )
-    from .fused import kernel_cached
+    from .fused import kernel_cached, lanes_take
 
     if cluster is not None:
         size = ray_chunk(cells, cluster.cpus(), args.steps)
         print(f"  on {cluster.describe()}, one CPU per task of up to {size} cells")
-    elif not kernel_cached(problem_cfg.dtype):
+    elif not kernel_cached(problem_cfg.dtype, lanes_too=lanes_take(cells)):
         print("  compiling kernels (first run only, 5-15 s) ...")
     sys.stdout.flush()
     start = time.perf_counter()
@@ -333,6 +334,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
             for (k, i, j), error in failed.items()
         ],
         "ray": None if cluster is None else cluster.address,
+        "ray_nodes": None if cluster is None else cluster.report(),
         "error": None if grid.lost is None else str(grid.lost),
         "elapsed_seconds": elapsed,
         "version": __version__,
@@ -356,6 +358,8 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
     cut = f", {stopped} stopped part-way (in phase.csv, not in the maps)" if stopped else ""
     verdict = f"interrupted: {done} of {cells} cells finished{cut}" if interrupted else f"{cells} cells ({status})"
     print(f"{verdict} in {elapsed:.1f} s; wrote {final}/phase.csv, phase.json and the heat maps")
+    if cluster is not None and cluster.lost_line():
+        print(cluster.lost_line())
     if held.hit and not interrupted:
         print("  (the signal came while the outputs were being written: they were finished first, and are complete)")
     return _exit(grid)
