@@ -48,10 +48,9 @@ from collections.abc import Iterable
 
 import torch
 
+from .schedules import BETA1_SCHEDULES, BETA2_SCHEDULES, LR_SCHEDULES
+
 AMSGRAD_VARIANTS = ("paper", "pytorch", "corrected")
-LR_SCHEDULES = ("constant", "sqrt")
-BETA1_SCHEDULES = ("constant", "exp", "inverse")
-BETA2_SCHEDULES = ("constant", "adamnc")
 
 
 def _check_real(name: str, value: float, lo: float, hi: float, lo_open: bool = False, hi_open: bool = True) -> None:

@@ -15,26 +15,7 @@ from __future__ import annotations
 import torchbearer
 from torchbearer.bases import Callback
 
-from .events import EventWriter
-
-
-class ScalarRecord:
-    """What a run on a Ray worker writes instead of events: ``add_scalar`` keeps (tag, value, step) in memory,
-    and the driver replays :attr:`scalars` into a real writer (:meth:`replay`), so the events are the same."""
-
-    def __init__(self) -> None:
-        self.scalars: list[tuple[str, float, int]] = []
-
-    def add_scalar(self, tag: str, value: float, global_step: int) -> None:
-        self.scalars.append((tag, float(value), int(global_step)))
-
-    @staticmethod
-    def replay(scalars: list[tuple[str, float, int]], log_dir: str) -> None:
-        """Write ``scalars`` as one run's TensorBoard events in ``log_dir`` (the loggers' :class:`EventWriter`).
-        Raises :class:`~amsgrad_repro.runs.WriteFailed` on a write error."""
-        with EventWriter(log_dir) as writer:
-            for tag, value, step in scalars:
-                writer.add_scalar(tag, value, step)
+from .events import EventWriter, ScalarRecord
 
 
 class RunWriter(Callback):

@@ -22,12 +22,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+from .schedules import BETA1_SCHEDULES, LR_SCHEDULES
 
-from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES, AdamNC, AdaptiveMoment, AMSGrad
+if TYPE_CHECKING:
+    import torch
 
-Params = Iterable[torch.nn.Parameter]
+    Params = Iterable[torch.nn.Parameter]
+
+# torch is imported when an optimizer is built (the Trial engine), not before: naming, resolving and checking a
+# spec needs none of it, so the fused engine's commands start without torch.
+
+
+def _optim():
+    """``torch.optim``, imported on first use."""
+    import torch
+
+    return torch.optim
+
+
+def _algorithms():
+    """:mod:`amsgrad_repro.algorithms` (torch optimizers of ours), imported on first use."""
+    from . import algorithms
+
+    return algorithms
+
 
 #: every hyperparameter key: (type, check, description)
 KEYS: dict[str, tuple[type, Callable[[object], bool], str]] = {
@@ -57,9 +77,11 @@ def _ours(hp: Mapping) -> dict:
 
 def _adam(amsgrad: bool) -> Callable[[Params, Mapping], torch.optim.Optimizer]:
     def build(params: Params, hp: Mapping) -> torch.optim.Optimizer:
+        from .algorithms import AdaptiveMoment, AMSGrad
+
         betas = (hp["beta1"], hp["beta2"])
         if _constant_schedules(hp):
-            return torch.optim.Adam(params, lr=hp["lr"], betas=betas, eps=hp["eps"], amsgrad=amsgrad)
+            return _optim().Adam(params, lr=hp["lr"], betas=betas, eps=hp["eps"], amsgrad=amsgrad)
         if amsgrad:
             return AMSGrad(params, hp["lr"], betas, hp["eps"], variant="pytorch", **_ours(hp))
         return AdaptiveMoment(params, hp["lr"], betas, hp["eps"], **_ours(hp))
@@ -69,6 +91,8 @@ def _adam(amsgrad: bool) -> Callable[[Params, Mapping], torch.optim.Optimizer]:
 
 def _amsgrad(variant: str) -> Callable[[Params, Mapping], torch.optim.Optimizer]:
     def build(params: Params, hp: Mapping) -> torch.optim.Optimizer:
+        from .algorithms import AMSGrad
+
         return AMSGrad(params, hp["lr"], (hp["beta1"], hp["beta2"]), hp["eps"], variant=variant, **_ours(hp))
 
     return build
@@ -85,6 +109,14 @@ class ZooEntry:
     trial_class: str  # what the Trial engine runs, for --help and the README
     display: str = ""  # the name legends use (optimizer and variant)
 
+    def __reduce__(self):
+        """Pickled by name (its builders are closures): a worker process finds the same entry in its own ZOO."""
+        return _zoo_entry, (self.name,)
+
+
+def _zoo_entry(name: str) -> ZooEntry:
+    return ZOO[name]
+
 
 ZOO: dict[str, ZooEntry] = {
     e.name: e
@@ -93,7 +125,7 @@ ZOO: dict[str, ZooEntry] = {
             "sgd",
             "x ← x − α·g",
             {"lr": 1e-3},
-            lambda p, h: torch.optim.SGD(p, lr=h["lr"]),
+            lambda p, h: _optim().SGD(p, lr=h["lr"]),
             "torch.optim.SGD",
             display="SGD",
         ),
@@ -101,7 +133,7 @@ ZOO: dict[str, ZooEntry] = {
             "momentum",
             "b ← μ·b + g; x ← x − α·b",
             {"lr": 1e-3, "momentum": 0.9},
-            lambda p, h: torch.optim.SGD(p, lr=h["lr"], momentum=h["momentum"]),
+            lambda p, h: _optim().SGD(p, lr=h["lr"], momentum=h["momentum"]),
             "torch.optim.SGD(momentum=μ)",
             display="SGD + momentum",
         ),
@@ -109,7 +141,7 @@ ZOO: dict[str, ZooEntry] = {
             "nesterov",
             "b ← μ·b + g; x ← x − α·(g + μ·b)",
             {"lr": 1e-3, "momentum": 0.9},
-            lambda p, h: torch.optim.SGD(p, lr=h["lr"], momentum=h["momentum"], nesterov=True),
+            lambda p, h: _optim().SGD(p, lr=h["lr"], momentum=h["momentum"], nesterov=True),
             "torch.optim.SGD(momentum=μ, nesterov=True)",
             display="SGD + Nesterov momentum",
         ),
@@ -117,7 +149,7 @@ ZOO: dict[str, ZooEntry] = {
             "adagrad",
             "s ← s + g²; x ← x − α·g/(√s + ε)",
             {"lr": 1e-3, "eps": 1e-10},
-            lambda p, h: torch.optim.Adagrad(p, lr=h["lr"], eps=h["eps"]),
+            lambda p, h: _optim().Adagrad(p, lr=h["lr"], eps=h["eps"]),
             "torch.optim.Adagrad",
             display="Adagrad",
         ),
@@ -125,7 +157,7 @@ ZOO: dict[str, ZooEntry] = {
             "rmsprop",
             "s ← α·s + (1−α)·g²; x ← x − lr·g/(√s + ε)",
             {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8},
-            lambda p, h: torch.optim.RMSprop(p, lr=h["lr"], alpha=h["alpha"], eps=h["eps"]),
+            lambda p, h: _optim().RMSprop(p, lr=h["lr"], alpha=h["alpha"], eps=h["eps"]),
             "torch.optim.RMSprop",
             display="RMSprop",
         ),
@@ -141,7 +173,7 @@ ZOO: dict[str, ZooEntry] = {
             "adamax",
             "u ← max(β2·u, |g| + ε); x ← x − α/(1−β1^t)·m/u",
             {"lr": 1e-3, **_BETAS, "eps": 1e-8},
-            lambda p, h: torch.optim.Adamax(p, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"]),
+            lambda p, h: _optim().Adamax(p, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"]),
             "torch.optim.Adamax",
             display="Adamax",
         ),
@@ -149,7 +181,7 @@ ZOO: dict[str, ZooEntry] = {
             "nadam",
             "Adam with Nesterov momentum and μ_t = β1·(1 − ½·0.96^{tψ})",
             {"lr": 1e-3, **_BETAS, "eps": 1e-8, "momentum_decay": 4e-3},
-            lambda p, h: torch.optim.NAdam(
+            lambda p, h: _optim().NAdam(
                 p, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"], momentum_decay=h["momentum_decay"]
             ),
             "torch.optim.NAdam",
@@ -183,7 +215,7 @@ ZOO: dict[str, ZooEntry] = {
             "adamnc",
             "β2t = 1 − 1/t, no max, no bias correction, ε = 0",
             {"lr": 1e-3, "beta1": 0.9, "eps": 0.0, **_SCHEDULES},
-            lambda p, h: AdamNC(p, h["lr"], h["beta1"], h["eps"], **_ours(h)),
+            lambda p, h: _algorithms().AdamNC(p, h["lr"], h["beta1"], h["eps"], **_ours(h)),
             "AdamNC",
             display="AdamNC",
         ),
@@ -293,6 +325,8 @@ def resolve(spec: str, overrides: Mapping[str, object] | None = None) -> Choice:
             raise ValueError(f"{spec}: beta1_decay (λ) is used only with beta1_schedule=exp (--beta1-schedule exp)")
         choice = Choice(spec, name, hp, entry=entry)
     elif name.startswith(_TORCH_PREFIX):
+        import torch
+
         cls = getattr(torch.optim, name[len(_TORCH_PREFIX) :], None)
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer):
             raise ValueError(f"torch.optim has no optimizer class {name[len(_TORCH_PREFIX) :]!r}")
@@ -309,6 +343,8 @@ def resolve(spec: str, overrides: Mapping[str, object] | None = None) -> Choice:
         # class that cannot run here (LBFGS needs a closure, SparseAdam sparse gradients) is refused before
         # anything is written (zoo values are checked above; building a first torch optimizer costs ~1.5 s of
         # imports, which the fused engine never needs)
+        import torch
+
         param = torch.nn.Parameter(torch.zeros(()))
         try:
             opt = choice.build([param])

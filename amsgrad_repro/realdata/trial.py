@@ -39,7 +39,8 @@ import torchbearer
 from torchbearer import Trial
 from torchbearer.bases import Callback
 
-from ..callbacks import RunWriter, ScalarRecord
+from ..callbacks import RunWriter
+from ..events import ScalarRecord
 from .models import to_input
 
 #: State key for the latest test metrics, ``{"test_loss": …, "test_accuracy": …}``, and the iteration they

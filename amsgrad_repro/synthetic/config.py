@@ -4,7 +4,8 @@ Usage::
 
     from amsgrad_repro.synthetic.config import Config, ProblemConfig, plan_runs
     cfg = Config(ProblemConfig("stochastic", seed=3), steps=20_000, optimizers=("adam", "amsgrad"), seeds=(0, 1))
-    problem = cfg.problem.make()            # an nn.Module with x as its parameter
+    problem = cfg.problem.make()            # an nn.Module with x as its parameter (the Trial's)
+    functions = cfg.problem.functions()     # the same slopes, F and x*, without torch (the fused engine's)
     runs = plan_runs(cfg, {})               # [Run("adam/seed=0", ...), ...]
 
 Every other module of the wing imports its types from here: :mod:`.engines` executes :class:`Run` s,
@@ -15,9 +16,13 @@ with :class:`ProblemConfig`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from ..optimizers import Choice, parse_spec, resolve
-from .problems import PRESETS, Bounds, LinearProblem, Online, Stochastic
+from .functions import PRESETS, BernoulliStream, Bounds, LinearFunctions, PeriodicStream
+
+if TYPE_CHECKING:
+    from .problems import LinearProblem
 
 __all__ = ["FIGURE1", "OVERRIDE_KEYS", "Config", "ProblemConfig", "Run", "plan_runs"]
 
@@ -83,12 +88,21 @@ class ProblemConfig:
         return out | {"x0": self.x0, "bounds": list(self.bounds), "dtype": self.dtype}
 
     def make(self) -> LinearProblem:
-        """A fresh problem module (x = x0). Raises ``ValueError`` on bad constants."""
+        """A fresh problem module (x = x0), for the Trial: imports torch. Raises ``ValueError`` on bad constants."""
+        from .problems import Online, Stochastic
+
         k = self.constants()
         bounds = Bounds(*self.bounds)
         if self.setting == "online":
             return Online(k["rare_coef"], k["common_coef"], k["period"], self.x0, bounds, self.dtype)
         return Stochastic(k["rare_coef"], k["common_coef"], k["p"], self.seed, self.x0, bounds, self.dtype)
+
+    def functions(self) -> LinearFunctions:
+        """The same problem's maths without torch (slopes, F, x*): what the fused engine reads. Raises
+        ``ValueError`` on bad constants, as :meth:`make` does."""
+        k = self.constants()
+        stream = PeriodicStream(k["period"]) if self.setting == "online" else BernoulliStream(k["p"], self.seed)
+        return LinearFunctions(stream, k["rare_coef"], k["common_coef"], self.x0, Bounds(*self.bounds), self.dtype)
 
 
 #: invocation-wide optimizer settings (None: each optimizer's own default); see optimizers.resolve

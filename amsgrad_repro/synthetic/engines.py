@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..callbacks import ScalarRecord
-from ..events import EventWriter
+from ..events import EventWriter, ScalarRecord
 from ..optimizers import Choice
 from ..runs import Ledger, UsageError, WriteFailed, defer_signals
 
@@ -96,7 +95,7 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
     for first in range(0, len(runs), FUSED_CHUNK):
         chunk = runs[first : first + FUSED_CHUNK]
         seeds = sorted({run.seed for run in chunk})
-        problems = [cfg.problem.with_seed(seed).make() for seed in seeds]
+        problems = [cfg.problem.with_seed(seed).functions() for seed in seeds]
         fused = [FusedRun(run.choice, seeds.index(run.seed)) for run in chunk]
         writers: list[EventWriter] = []
         for run in chunk:
@@ -206,7 +205,7 @@ def fused_task(
         rs.append(r)
 
     start = time.perf_counter()
-    made = [p.make() for p in problems]
+    made = [p.functions() for p in problems]
     result = simulate(made, [FusedRun(c, i) for c, i in runs], steps, log_every=log_every, on_log=on_log, dtype=dtype)
     return {
         "ts": np.concatenate(ts),

@@ -41,13 +41,13 @@ from ..report import check_runs, check_volume, fmt_duration, mean_std, print_end
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
 from .config import FIGURE1, OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
-from .problems import LinearProblem, beta_condition
+from .functions import LinearFunctions, beta_condition
 
 # Config and ProblemConfig are defined in .config and exported here, so that one import runs an invocation
 __all__ = ["Config", "ProblemConfig", "UsageError", "format_table", "run", "validate"]
 
 
-def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
+def validate(cfg: Config) -> tuple[LinearFunctions, list[Run], list[str]]:
     """Check everything that can be checked before anything is written; raise :class:`UsageError`.
     Returns the problem (for x*), the runs, and warnings to print."""
     # counted first: the messages below print the flags' values
@@ -85,7 +85,7 @@ def validate(cfg: Config) -> tuple[LinearProblem, list[Run], list[str]]:
             raise UsageError(f"{flag}: {key} must be {KEYS[key][2]}, got {value!r}")
     warnings = []
     try:
-        problem = cfg.problem.make()
+        problem = cfg.problem.functions()
         overrides = {k: v for k, v in o.items() if k in OVERRIDE_KEYS and v is not None}
         theorem = cfg.problem.theorem_betas()
         if theorem is not None and "beta1" not in overrides and "beta2" not in overrides:
@@ -165,7 +165,7 @@ def format_table(summary: dict) -> str:
     return table(rows)
 
 
-def _print_header(cfg: Config, problem: LinearProblem, runs: list[Run], run_dir: RunDir, engine: str, why: str,
+def _print_header(cfg: Config, problem: LinearFunctions, runs: list[Run], run_dir: RunDir, engine: str, why: str,
                   out: TextIO) -> None:  # fmt: skip
     described = cfg.problem.describe()
     optimizers = ", ".join(cfg.optimizers)

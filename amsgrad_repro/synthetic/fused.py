@@ -3,7 +3,7 @@
 Usage::
 
     from amsgrad_repro.synthetic.fused import FusedRun, simulate
-    from amsgrad_repro.synthetic.problems import Online
+    from amsgrad_repro.synthetic.problems import Online   # or any LinearFunctions: no torch needed
 
     runs = [FusedRun.of("adam"), FusedRun.of("amsgrad"), FusedRun.of("sgd,lr=0.01")]
     result = simulate([Online()], runs, steps=10_000_000)
@@ -53,7 +53,7 @@ from ..optimizers import Choice, resolve
 from ..runs import defer_signals
 from . import lanes
 from .arith import _as, _fma, _lerp
-from .problems import DTYPES, LinearProblem
+from .functions import DTYPES, LinearFunctions
 
 # optimizer kinds in the kernel
 K_SGD, K_ADAGRAD, K_RMSPROP, K_ADAM, K_ADAMAX, K_NADAM = range(6)
@@ -298,7 +298,7 @@ def log_points(t0: int, n: int, log_every: int, last_t: int) -> np.ndarray:
 
 
 def simulate(
-    problems: Sequence[LinearProblem],
+    problems: Sequence[LinearFunctions],
     runs: Sequence[FusedRun],
     steps: int,
     log_every: int = 1000,

@@ -38,8 +38,8 @@ from ..runs import RunDir, UsageError, WriteFailed, defer_signals, exit_code, wr
 from ..values import add_dtype_flag, add_output_flags, count
 from .config import ProblemConfig
 from .engines import fused_task, ray_chunk
+from .functions import PRESETS
 from .fused import FusedRun, simulate
-from .problems import PRESETS
 
 #: cells per fused call: enough to fill the lane kernel's blocks on every core (:mod:`.lanes`); a signal loses
 #: nothing by it (the cells of a cut batch are kept with the step they reached)
@@ -110,7 +110,7 @@ def run_grid(
         if cluster is not None:
             _run_grid_on_ray(cluster, problem_cfg, cells, choice, steps, bar, grid)
             return grid
-        problem = problem_cfg.make()
+        problem = problem_cfg.functions()
         for start in range(0, len(cells), BATCH):
             batch = cells[start : start + BATCH]
             runs = [FusedRun(choice(k, i, j)) for k, i, j in batch]
@@ -255,7 +255,7 @@ def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.nd
         setting=args.setting, preset=args.preset, c=args.c, delta=args.delta, seed=args.seed, dtype=args.dtype
     )
     try:
-        problem.make()
+        problem.functions()
         for spec in args.optimizers:  # resolve() range-checks lr and eps
             fixed = sorted({"beta1", "beta2"} & set(parse_spec(spec)[1]))
             if fixed:
@@ -282,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None) -> int:
     run_dir = RunDir.claim(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
     out = run_dir.path
-    problem = problem_cfg.make()
+    problem = problem_cfg.functions()
     print(
         f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
         f"{args.steps:,} steps each, {args.dtype}; x* = {problem.x_star:+g}; writing to {run_dir.final}"

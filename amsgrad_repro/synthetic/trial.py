@@ -36,7 +36,8 @@ from torchbearer import Trial
 from torchbearer.bases import Callback, Metric
 from torchbearer.metrics import to_dict
 
-from ..callbacks import Progress, RunWriter, ScalarRecord
+from ..callbacks import Progress, RunWriter
+from ..events import ScalarRecord
 from .problems import LinearProblem
 
 __all__ = ["Progress", "Projection", "ScalarLogger", "build_trial", "linear_loss", "load_step"]
