@@ -14,7 +14,15 @@ It times, in this one process and on the same problem and optimizer:
 2. the fused engine, one run, ``--fused-steps`` steps (after a warm-up, so the JIT is not counted);
 3. the fused engine with ``--runs`` runs at once (runs × steps per second);
 
-and prints steps per second for each and the ratio fused / Trial. With ``--memory`` it also runs the whole
+and prints steps per second for each and the ratio fused / Trial. Then:
+
+4. ``--lane-runs`` Adam/AMSGrad runs × ``--lane-steps`` through the lane kernel (:mod:`.synthetic.lanes`, SIMD
+   across runs) and through the single-run kernel: run-steps per second of each and their ratio;
+5. a paper-length ``python -m amsgrad_repro online`` (10 M steps, warm kernel cache, a fresh process) against
+   ``python -c "import torch"``, alternated ``--startup-repeats`` times: the medians and their ratio (the fused
+   path imports no torch, so it can finish first).
+
+With ``--memory`` it also runs the whole
 CLI (both optimizers, TensorBoard writing) at 1 M and 10 M steps in child processes and prints each one's
 peak resident memory and wall time.
 
@@ -48,7 +56,6 @@ from .optimizers import ZOO, resolve
 from .runs import UsageError
 from .synthetic.config import ProblemConfig
 from .synthetic.fused import FusedRun, simulate
-from .synthetic.trial import build_trial
 from .values import count
 
 _CHILD = """
@@ -67,6 +74,8 @@ def _problem(setting: str):
 
 def time_trial(setting: str, optimizer: str, steps: int) -> float:
     """Seconds for ``steps`` Trial steps (no logging)."""
+    from .synthetic.trial import build_trial  # torch and torchbearer: imported when a Trial is timed
+
     problem = _problem(setting)
     trial = build_trial(problem, resolve(optimizer).build(problem.parameters()), steps)
     start = time.perf_counter()
@@ -74,11 +83,31 @@ def time_trial(setting: str, optimizer: str, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def time_fused(setting: str, runs: list[FusedRun], steps: int) -> float:
-    """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer)."""
+def time_fused(setting: str, runs: list[FusedRun], steps: int, simd: bool | None = None) -> float:
+    """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer); ``simd`` as
+    :func:`~amsgrad_repro.synthetic.fused.simulate` takes it."""
     start = time.perf_counter()
-    simulate([_problem(setting)], runs, steps, log_every=1000, on_log=lambda *a: None)
+    simulate([_problem(setting)], runs, steps, log_every=1000, on_log=lambda *a: None, simd=simd)
     return time.perf_counter() - start
+
+
+def time_startup(repeats: int) -> tuple[float, float]:
+    """(median wall seconds of ``python -m amsgrad_repro online`` at its defaults, median of ``python -c "import
+    torch"``), each a fresh process, alternated ``repeats`` times, after one untimed online run (the kernel cache)."""
+
+    def wall(args: list[str], cwd: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, check=True)
+        return time.perf_counter() - start
+
+    online, torch_ = [], []
+    with tempfile.TemporaryDirectory() as logdir:
+        cmd = ["-m", "amsgrad_repro", "online", "--logdir", logdir, "--no-progress"]
+        wall([*cmd, "--run-name", "warm"], logdir)
+        for k in range(repeats):
+            online.append(wall([*cmd, "--run-name", f"r{k}"], logdir))
+            torch_.append(wall(["-c", "import torch"], logdir))
+    return statistics.median(online), statistics.median(torch_)
 
 
 def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
@@ -179,6 +208,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trial-steps", type=count, default=20_000, help="steps timed through the Trial")
     p.add_argument("--fused-steps", type=count, default=10_000_000, help="steps timed through the fused engine")
     p.add_argument("--runs", type=count, default=64, help="runs at once for the batched measurement")
+    p.add_argument("--lane-runs", type=count, default=2048, help="runs for the lanes-against-single-run measurement")
+    p.add_argument("--lane-steps", type=count, default=1_000_000, help="steps of each run for that measurement")
+    p.add_argument(
+        "--startup-repeats",
+        type=count,
+        default=3,
+        help="paper-length `online` and `python -c 'import torch'` are each timed this many times (medians)",
+    )
     p.add_argument("--memory", action="store_true", help="also time full CLI runs at 1 M and 10 M steps (peak RSS)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON too")
     p.add_argument(
@@ -202,12 +239,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if min(args.trial_steps, args.fused_steps, args.runs, args.real_iterations, args.ray_tasks) < 1:
-        raise UsageError("bench: --trial-steps, --fused-steps, --runs, --real-iterations and --ray-tasks must be >= 1")
+    sizes = (args.trial_steps, args.fused_steps, args.runs, args.real_iterations, args.ray_tasks, args.lane_runs,
+             args.lane_steps, args.startup_repeats)  # fmt: skip
+    if min(sizes) < 1:
+        raise UsageError(
+            "bench: --trial-steps, --fused-steps, --runs, --real-iterations, --ray-tasks, --lane-runs, --lane-steps "
+            "and --startup-repeats must be >= 1"
+        )
     if args.skip_synthetic and not args.models and args.ray is None:
         raise UsageError("bench: nothing to time (--skip-synthetic and no --models)")
-    if args.runs > 100_000:  # counted before the batched measurement allocates its state arrays
-        raise UsageError(f"bench: --runs {args.runs:,} is too many for one batched measurement (at most 100,000)")
+    for flag, runs in (("--runs", args.runs), ("--lane-runs", args.lane_runs)):  # counted before any state exists
+        if runs > 100_000:
+            raise UsageError(f"bench: {flag} {runs:,} is too many for one batched measurement (at most 100,000)")
     out: dict = {}
     if not args.skip_synthetic:
         out |= _run_synthetic(args)
@@ -268,7 +311,31 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"ratio fused / Trial (1 run): {fused_rate / trial_rate:,.0f}×")
     print(f"ratio fused / Trial ({args.runs} runs at once, run-steps/s): {many_rate / trial_rate:,.0f}×")
+
+    # the lane kernel (synthetic/lanes.py) against the single-run kernel, on the same Adam-family runs
+    lanes = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i % 97)) for i in range(args.lane_runs)]
+    simulate([_problem(args.setting)], lanes[:8], 10, simd=True)  # its JIT (or cache load)
+    lanes_s = time_fused(args.setting, lanes, args.lane_steps, simd=True)
+    single_s = time_fused(args.setting, lanes, args.lane_steps, simd=False)
+    lane_rate, single_rate = (args.lane_runs * args.lane_steps / t for t in (lanes_s, single_s))
+    print(
+        f"{args.lane_runs} Adam/AMSGrad runs × {args.lane_steps:,} steps: SIMD lanes {lanes_s:.2f} s "
+        f"({lane_rate / 1e9:.2f} G run-steps/s), single-run kernel {single_s:.2f} s ({single_rate / 1e9:.2f} G "
+        f"run-steps/s); ratio lanes / single-run: {single_s / lanes_s:.2f}×"
+    )
+
+    # a paper-length run, whole process, against importing torch (issue 16: the first should be faster)
+    online_s, torch_s = time_startup(args.startup_repeats)
+    print(
+        f"paper length: `python -m amsgrad_repro online` (10 M steps, warm cache) {online_s:.2f} s, "
+        f"`python -c 'import torch'` {torch_s:.2f} s (medians of {args.startup_repeats}); "
+        f"ratio online / import torch: {online_s / torch_s:.2f}"
+    )
     out = {
+        "lanes_run_steps_per_s": lane_rate,
+        "single_run_kernel_run_steps_per_s": single_rate,
+        "online_wall_s": online_s,
+        "import_torch_wall_s": torch_s,
         "trial_steps_per_s": trial_rate,
         "fused_steps_per_s": fused_rate,
         "fused_batched_run_steps_per_s": many_rate,

@@ -24,13 +24,13 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .algorithms import BETA1_SCHEDULES, LR_SCHEDULES
 from .cluster import add_ray_flags
 from .optimizers import ALIASES, ZOO
 from .report import one_line
 from .runs import BackendLost, UsageError, WriteFailed, exit_code, handle_signals
+from .schedules import BETA1_SCHEDULES, LR_SCHEDULES
 from .synthetic.experiment import Config, ProblemConfig, run
-from .synthetic.problems import PRESETS
+from .synthetic.functions import PRESETS
 from .values import add_dtype_flag, add_output_flags, count, lr_values, seed_values
 
 PROG = "amsgrad-repro"
@@ -181,8 +181,8 @@ _REAL_HELP = {
 
 
 def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
+    from .realdata.config import MODEL_DEFAULTS, RealConfig
     from .realdata.data import DATA_SETS, ENV
-    from .realdata.experiment import MODEL_DEFAULTS, RealConfig
 
     d, own = RealConfig(), MODEL_DEFAULTS[model]
     g = p.add_argument_group("data")
@@ -237,6 +237,13 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
         default=None,
         help="torch CPU threads per run (default: 1, so that the numbers are the same on every machine and on Ray)",
     )
+    g.add_argument(
+        "--jobs",
+        type=count,
+        default=None,
+        help="runs at once, in worker processes (default: the CPUs this process may use ÷ --threads; 1: one after "
+        "another in this process; the numbers are the same whatever it is; CUDA: always 1)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--logdir", default=d.logdir, help="TensorBoard root; runs go to LOGDIR/MODEL/RUN_NAME/SPEC[/..]")
     g.add_argument("--run-name", default=None, help="run directory name (default: a timestamp)")
@@ -249,7 +256,7 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
 
 
 def real_config_from_args(args: argparse.Namespace):
-    from .realdata.experiment import RealConfig
+    from .realdata.config import RealConfig
 
     return RealConfig(
         model=args.command,
@@ -268,6 +275,7 @@ def real_config_from_args(args: argparse.Namespace):
         eval_every=args.eval_every,
         device=args.device,
         threads=args.threads,
+        jobs=args.jobs,
         **_output(args),
     )
 

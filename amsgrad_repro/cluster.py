@@ -33,9 +33,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
-from .runs import BackendLost, UsageError
+from .runs import BackendLost, TaskFailed, UsageError
 
 #: how many times Ray re-runs a task whose worker process died
 MAX_RETRIES = 3
@@ -47,13 +46,6 @@ _CHECK_EVERY = 5.0
 
 class ClusterLost(BackendLost):
     """The cluster stopped answering, or had no live node, for longer than the timeout."""
-
-
-@dataclass(frozen=True)
-class TaskFailed:
-    """A task that raised (after Ray's retries, if its worker died): the error, as one line."""
-
-    error: str
 
 
 def _import_ray():

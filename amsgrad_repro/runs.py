@@ -41,6 +41,7 @@ logged) and "a run directory". The rules it enforces:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -69,6 +70,14 @@ class Terminated(KeyboardInterrupt):
 
 
 _stopped_by: list[int] = []  # the signals received since handle_signals() was entered, in order
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFailed:
+    """A run's task that raised, on Ray (after its retries, if its worker died) or in a ``--jobs`` worker: the
+    error, as one line. The run is ``failed`` with it; the others go on."""
+
+    error: str
 
 
 class BackendLost(RuntimeError):

@@ -6,11 +6,17 @@ from amsgrad_repro.cli import main
 
 
 def test_bench_prints_rates_and_ratio(capsys):
-    assert main(["bench", "--trial-steps", "300", "--fused-steps", "20000", "--runs", "3", "--json", "--models"]) == 0
+    argv = ["bench", "--trial-steps", "300", "--fused-steps", "20000", "--runs", "3", "--json", "--models"]
+    argv += ["--lane-runs", "40", "--lane-steps", "5000", "--startup-repeats", "1"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Trial (torchbearer)" in out and "fused, 1 run" in out and "fused, 3 runs at once" in out
     ratio = float(re.search(r"ratio fused / Trial \(1 run\): ([\d,]+)×", out).group(1).replace(",", ""))
     assert ratio > 1
+    lanes = re.search(r"40 Adam/AMSGrad runs × 5,000 steps: SIMD lanes .*; ratio lanes / single-run: ([\d.]+)×", out)
+    startup = re.search(r"paper length: .* \(medians of 1\); ratio online / import torch: ([\d.]+)$", out, re.M)
+    assert lanes is not None and startup is not None, out
+    assert float(lanes.group(1)) > 0 and float(startup.group(1)) > 0
 
 
 def test_bench_times_real_data_models_against_a_plain_loop(capsys):

@@ -55,6 +55,10 @@ REFUSED = [
     (["bench", "--ray-tasks", "0"], "--ray-tasks"),
     (["bench", "--skip-synthetic", "--models"], "nothing to time"),
     (["logreg", "--threads", "100000"], "CPU"),
+    (["logreg", "--jobs", "100000"], "--jobs 100,000 is more than 4 ×"),
+    (["logreg", "--jobs", "0"], "--jobs"),
+    (["mlp", "--jobs", "2", "--ray"], "--jobs and --ray"),
+    (["bench", "--lane-runs", "200000"], "--lane-runs 200,000 is too many"),
 ]
 
 
@@ -99,8 +103,8 @@ def test_an_invocation_whose_every_run_failed_exits_1(tmp_path, capsys, monkeypa
         raise RuntimeError("this run cannot train")
 
     monkeypatch.setattr(engines, "_trial", broken)
-    argv = ["mlp", "--iterations", "5", "--logdir", str(tmp_path), "--run-name", "r", "--no-progress"]
-    assert main(argv) == 1
+    argv = ["mlp", "--iterations", "5", "--logdir", str(tmp_path), "--run-name", "r", "--no-progress", "--jobs", "1"]
+    assert main(argv) == 1  # --jobs 1: in this process, where the patch is
     err = capsys.readouterr().err
     assert "every run failed" in err
     assert err.count("this run cannot train") == 2  # each run's error, said once

@@ -75,13 +75,20 @@ def test_phase_grid_equals_in_process(cluster, tmp_path):
     assert len(rows("here")) == 21 and rows("here") == rows("ray")
 
 
-def test_mlp_grid_on_embedded_data_equals_in_process(cluster, tmp_path, read_summary, read_scalars):
+def test_mlp_grid_is_the_same_with_jobs_1_jobs_2_and_ray(cluster, tmp_path, read_summary, read_scalars):
+    """The same 8-run grid one after another in this process (--jobs 1), two at a time in worker processes
+    (--jobs 2) and as Ray tasks, all at the default one thread per run: equal to the bit."""
     argv = ["mlp", "--iterations", "40", "--log-every", "10", "--eval-every", "20", "--lr", "1e-3", "1e-2"]
-    _both(tmp_path, [*argv, "--seed", "0", "1", "--threads", "1"])  # a Ray task runs on --threads (default 1)
-    here, there = read_summary(tmp_path / "mlp/here"), read_summary(tmp_path / "mlp/ray")
+    argv += ["--seed", "0", "1", "--logdir", str(tmp_path), "--no-progress"]
+    for name, extra in (("jobs-1", ["--jobs", "1"]), ("jobs-2", ["--jobs", "2"]), ("ray", ["--ray"])):
+        assert main([*argv, "--run-name", name, *extra]) == 0, name
+    runs = {name: read_summary(tmp_path / "mlp" / name) for name in ("jobs-1", "jobs-2", "ray")}
+    assert runs["jobs-1"]["config"]["jobs"] == 1 and runs["jobs-2"]["config"]["jobs"] == 2
     keys = ["final_train_loss", "final_test_loss", "final_test_accuracy", "iterations_done"]
-    _same_runs(here, there, keys)
-    _same_scalars(tmp_path / "mlp/here", tmp_path / "mlp/ray", [r["name"] for r in here["runs"]], read_scalars)
+    names = [r["name"] for r in runs["jobs-1"]["runs"]]
+    for other in ("jobs-2", "ray"):
+        _same_runs(runs["jobs-1"], runs[other], keys)
+        _same_scalars(tmp_path / "mlp/jobs-1", tmp_path / "mlp" / other, names, read_scalars)
 
 
 def test_a_task_that_raises_fails_only_its_run(cluster):

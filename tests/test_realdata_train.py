@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,7 +252,7 @@ def test_help_shows_every_default():
 
 
 def test_sigterm_mid_grid_keeps_finished_runs_and_says_where_it_stopped(tmp_path, read_scalars, read_summary):
-    argv = ["mlp", "--iterations", "1000000", "--log-every", "20", "--eval-every", "100000", "--threads", "1"]
+    argv = ["mlp", "--iterations", "1000000", "--log-every", "20", "--eval-every", "100000", "--jobs", "1"]
     argv += ["--logdir", str(tmp_path), "--run-name", "cut", "--optimizers", "adam", "amsgrad", "sgd"]
     proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
     run_dir = tmp_path / "mlp/cut"
@@ -318,3 +319,73 @@ def test_every_optimizer_of_the_zoo_trains(tmp_path, read_summary):
     assert [r["name"] for r in runs] == names
     for r in runs:
         assert r["status"] == "complete" and math.isfinite(r["final_train_loss"]) and r["final_train_loss"] < 2.4, r
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` now (from /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += list(kids - found)
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_with_jobs_keeps_the_running_runs_and_leaves_no_worker(tmp_path, read_scalars, read_summary,
+                                                                          signum, code):  # fmt: skip
+    """--jobs 2: two runs in worker processes, a third waiting. A signal to the driver alone interrupts both
+    running runs, which come back with what they have (events to the iteration they reached), the third is not
+    started, and no worker (nor the forkserver) outlives the driver."""
+    argv = ["mlp", "--iterations", "1000000", "--log-every", "20", "--eval-every", "100000", "--jobs", "2"]
+    argv += ["--logdir", str(tmp_path), "--run-name", "cut", "--optimizers", "adam", "amsgrad", "sgd", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
+    deadline, workers = time.time() + 600, set()  # a hang guard only
+    while time.time() < deadline and len(workers) < 3:  # the forkserver and two workers
+        workers = _children(proc.pid)
+        time.sleep(0.2)
+    time.sleep(5)  # the runs are well under way
+    workers = _children(proc.pid)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == code
+    assert "2 runs at once in worker processes" in out and "interrupted at iteration" in out
+    s = read_summary(tmp_path / "mlp/cut")
+    assert s["status"] == "interrupted" and s["stopped_by"] == signal.Signals(signum).name
+    assert [r["status"] for r in s["runs"]] == ["interrupted", "interrupted", "not started"]
+    for r in s["runs"][:2]:
+        scalars = read_scalars(tmp_path / "mlp/cut" / r["name"])
+        assert scalars["train_loss"][-1][0] == r["iterations_done"] > 0
+        assert scalars["train_loss"][-1][1] == pytest.approx(r["final_train_loss"], rel=1e-6)
+    stop = time.time() + 30
+    while any(_alive(pid) for pid in workers) and time.time() < stop:
+        time.sleep(0.2)
+    assert workers and not any(_alive(pid) for pid in workers)
+
+
+def test_jobs_change_no_number(tmp_path, read_scalars, read_summary):
+    """A logreg grid one run after another in this process and three at a time in worker processes: the same
+    summary numbers and the same events, to the bit (tests/test_ray_local.py adds --ray to the comparison)."""
+    argv = ["logreg", "--iterations", "30", "--log-every", "5", "--eval-every", "10", "--lr", "0.1", "0.01"]
+    argv += ["--seed", "0", "1", "--logdir", str(tmp_path), "--no-progress"]
+    for jobs in ("1", "3"):
+        assert main([*argv, "--run-name", f"jobs-{jobs}", "--jobs", jobs]) == 0
+    one, three = read_summary(tmp_path / "logreg/jobs-1"), read_summary(tmp_path / "logreg/jobs-3")
+    assert (one["config"]["jobs"], three["config"]["jobs"]) == (1, 3)
+    keys = ["name", "status", "final_train_loss", "final_test_loss", "final_test_accuracy", "iterations_done"]
+    assert [[r[k] for k in keys] for r in one["runs"]] == [[r[k] for k in keys] for r in three["runs"]]
+    for r in one["runs"]:
+        name = r["name"]
+        assert read_scalars(tmp_path / "logreg/jobs-1" / name) == read_scalars(tmp_path / "logreg/jobs-3" / name)

@@ -143,3 +143,31 @@ def test_finite_numpy_and_torch_scalars_keep_their_value(tmp_path):
     values = {"a": np.float32(0.5), "b": np.int64(7), "c": torch.tensor(2.5), "d": np.bool_(True)}
     path = write_summary(tmp_path, values)
     assert json.loads(path.read_text()) == {"a": 0.5, "b": 7, "c": 2.5, "d": True}
+
+
+def test_the_worker_pool_reports_each_task_and_a_dead_worker_and_leaves_no_process():
+    """amsgrad_repro.pool (``--jobs``): results as they come, a task that raised is a TaskFailed for it alone, a
+    worker that died fails what it had not returned, and closing leaves no worker alive."""
+    import multiprocessing
+    import os
+
+    from amsgrad_repro.pool import Pool
+    from amsgrad_repro.runs import TaskFailed
+
+    with Pool(2) as pool:
+        results = dict(pool.run(math.sqrt, [(k, (k,)) for k in (4.0, -1.0, 9.0)]))
+    assert results == {4.0: 2.0, -1.0: TaskFailed("ValueError: math domain error"), 9.0: 3.0}
+    assert not multiprocessing.active_children()
+
+    with Pool(1) as pool:
+        (key, outcome), *_ = list(pool.run(os._exit, [("dies", (3,))]))
+    assert key == "dies" and isinstance(outcome, TaskFailed) and "worker process died" in outcome.error
+    assert not multiprocessing.active_children()
+
+
+def test_a_pool_worker_shares_the_driver_s_object():
+    from amsgrad_repro.pool import Pool, shared
+
+    with Pool(1, shared={"data": [1, 2, 3]}) as pool:
+        (_, outcome), *_ = list(pool.run(shared, [("k", ())]))
+    assert outcome == {"data": [1, 2, 3]}

@@ -80,6 +80,8 @@ class RealConfig:
     eval_every: int = 250
     device: str = "auto"
     threads: int | None = None
+    #: runs at once in worker processes (amsgrad_repro.pool); None: the CPUs this process may use ÷ threads
+    jobs: int | None = None
     logdir: str = "logs"
     run_name: str | None = None
     overwrite: bool = False

@@ -1,15 +1,18 @@
-"""How a real-data run executes: in this process (:func:`train_one`) or as a Ray task (:func:`run_on_ray`).
+"""How a real-data run executes: in this process (:func:`train_one`), in worker processes (:func:`run_in_pool`,
+``--jobs``) or as a Ray task (:func:`run_on_ray`).
 
 Usage (what :func:`amsgrad_repro.realdata.experiment.run` does)::
 
     for run in runs:
         train_one(cfg, data, run, run_dir, device, bar, ledger)            # in this process, one after another
+    run_in_pool(pool, cfg, runs, run_dir, device, bar, ledger)             # or --jobs runs at once, in workers
     run_on_ray(cluster, cfg, data, runs, run_dir, device, bar, ledger)     # or every run as a Ray task
 
 Both build the same Trial (:func:`_trial`: the seed fixes the weights, the batches and the dropout masks) and put
 the same numbers in the :class:`~amsgrad_repro.runs.Ledger`. In this process the logger writes events as the
-run goes; on Ray the task's logger keeps them in a :class:`~amsgrad_repro.callbacks.ScalarRecord` and the driver
-writes them when the task returns. With the same ``--threads`` the two write the same numbers bit for bit.
+run goes; in a worker or on Ray the task's logger keeps them in a :class:`~amsgrad_repro.events.ScalarRecord` and
+the driver writes them when the task returns. With the same ``--threads`` (default 1) all three write the same
+numbers bit for bit (tests/test_realdata_train.py, tests/test_ray_local.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .models import build_model
 
 if TYPE_CHECKING:
     from ..cluster import Cluster
+    from ..pool import Pool
     from .config import RealConfig, RealRun
     from .data import DataSet
 
@@ -88,42 +92,72 @@ def train_one(cfg: RealConfig, data: DataSet, run: RealRun, run_dir: Path, devic
         ledger.update(run.name, status, **_numbers(logger), seconds=time.perf_counter() - start)
 
 
-def remote_task(cfg: RealConfig, data: DataSet, run: RealRun, device: str, threads: int) -> dict:
-    """A Ray task: :func:`train_one`'s run on a worker, with ``threads`` torch threads (what it asked Ray for).
-    Returns the scalars its logger would have written and its ledger fields; an error propagates (Ray reports it
-    and the driver fails this run)."""
-    from ..callbacks import ScalarRecord
+def remote_task(cfg: RealConfig, data: DataSet | None, run: RealRun, device: str, threads: int) -> dict:
+    """A Ray task or a pool worker's: :func:`train_one`'s run, with ``threads`` torch threads (what it asked for).
+    ``data`` None: the pool's shared data set (:func:`amsgrad_repro.pool.shared`). Returns the scalars its logger
+    would have written and its ledger fields; an error propagates (the driver fails this run)."""
+    from ..events import ScalarRecord
+    from ..pool import shared
     from .trial import RunLogger
+
+    data = shared() if data is None else data
 
     torch.set_num_threads(threads)
     record = ScalarRecord()
     logger = RunLogger("", cfg.log_every, cfg.iterations, record=record)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[] if device == "cpu" else None):
-        torch.manual_seed(run.seed)
-        _trial(cfg, data, run, device, logger).run()
+    interrupted = False
+    try:
+        with torch.random.fork_rng(devices=[] if device == "cpu" else None):
+            torch.manual_seed(run.seed)
+            _trial(cfg, data, run, device, logger).run()
+    except KeyboardInterrupt:  # a pool worker asked to stop: return what the run has, as train_one keeps it
+        interrupted = True
+        logger.write_last()
     logger.close()
-    return {"scalars": record.scalars, "fields": _numbers(logger), "seconds": time.perf_counter() - start}
+    fields = _numbers(logger)
+    return {"scalars": record.scalars, "fields": fields, "seconds": time.perf_counter() - start,
+            "interrupted": interrupted}  # fmt: skip
 
 
 def run_on_ray(cluster: Cluster, cfg: RealConfig, data: DataSet, runs: list[RealRun], run_dir: Path, device: str, bar,
                ledger: Ledger) -> None:  # fmt: skip
     """Every run as one Ray task (``--threads`` CPUs, default 1, and one GPU on cuda); the data go to the cluster
     once (``ray.put``). Each run's events and ledger row are written when its task returns."""
-    from ..callbacks import ScalarRecord
-
     threads = cfg.threads or 1
     shared = cluster.ray.put(data)
     jobs = [(run, (cfg, shared, run, device, threads)) for run in runs]
-    results = cluster.run(remote_task, jobs, num_cpus=threads, num_gpus=1 if device == "cuda" else 0)
+    _collect(cluster.run(remote_task, jobs, num_cpus=threads, num_gpus=1 if device == "cuda" else 0), cfg, run_dir,
+             bar, ledger)  # fmt: skip
+
+
+def run_in_pool(pool: Pool, cfg: RealConfig, runs: list[RealRun], run_dir: Path, device: str, bar,
+                ledger: Ledger) -> None:  # fmt: skip
+    """Every run as a task of ``pool``'s worker processes (``--jobs`` at once, ``--threads`` torch threads each;
+    the data set is already in every worker). Each run's events and ledger row are written when it returns."""
+    jobs = [(run, (cfg, None, run, device, cfg.threads or 1)) for run in runs]
+    _collect(pool.run(remote_task, jobs), cfg, run_dir, bar, ledger)
+
+
+def _collect(results, cfg: RealConfig, run_dir: Path, bar, ledger: Ledger) -> None:
+    """The driver's side of remote runs: each result's events written and its ledger row recorded, whole or not
+    at all, as results arrive; a task that failed fails its run."""
+    from ..events import ScalarRecord
+
     try:
         for run, result in results:
             with defer_signals(reraise=True):  # a result is written and recorded whole, or not at all
                 if isinstance(result, dict):
-                    ScalarRecord.replay(result["scalars"], str(run_dir / run.name))
-                    ledger.update(run.name, "complete", **result["fields"], seconds=result["seconds"])
+                    try:
+                        ScalarRecord.replay(result["scalars"], str(run_dir / run.name))
+                    except WriteFailed as e:  # the disk refused: this run failed and the invocation ends (exit 1)
+                        ledger.update(run.name, "failed", error=str(e), seconds=result["seconds"])
+                        raise
+                    status = "interrupted" if result.get("interrupted") else "complete"
+                    ledger.update(run.name, status, **result["fields"], seconds=result["seconds"])
+                    bar.update(result["fields"]["iterations_done"])
                 else:
                     ledger.update(run.name, "failed", error=result.error)
-                bar.update(cfg.iterations)
+                    bar.update(cfg.iterations)
     finally:
         results.close()

@@ -49,11 +49,12 @@ from .. import __version__
 from ..cluster import Cluster, connect
 from ..dashboards import write_layout, write_sessions
 from ..optimizers import canonical, unused_overrides
+from ..pool import Pool, usable_cpus
 from ..report import check_runs, check_volume, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
 from .config import FIGURE2, MODEL_DEFAULTS, RealConfig, RealRun, plan
 from .data import DATA_SETS, DataSet, load
-from .engines import run_on_ray, train_one
+from .engines import run_in_pool, run_on_ray, train_one
 from .models import MODELS, build_model
 
 
@@ -95,6 +96,8 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
         (len(set(labels)) == len(labels), f"--optimizers names one optimizer twice: {list(cfg.optimizers)}"),
         (cfg.lr_schedule in ("constant", "sqrt"), f"--lr-schedule must be constant or sqrt, got {cfg.lr_schedule}"),
         (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
+        (cfg.jobs is None or cfg.jobs >= 1, f"--jobs must be >= 1, got {cfg.jobs}"),
+        (cfg.jobs is None or cfg.ray is None, "--jobs and --ray do not go together: Ray places the runs itself"),
     ]
     for ok, message in checks:
         if not ok:
@@ -102,6 +105,8 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cfg.ray is None and cfg.threads is not None and cfg.threads > cpus:
         raise UsageError(f"--threads {cfg.threads:,} is more than the {cpus} CPU(s) this process may use")
+    if cfg.jobs is not None and cfg.jobs > 4 * cpus:  # a process each: more than a few per CPU only thrashes
+        raise UsageError(f"--jobs {cfg.jobs:,} is more than 4 × the {cpus} CPU(s) this process may use")
     device = _device(cfg.device)
     try:
         runs = plan(cfg)
@@ -250,11 +255,23 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
         if cluster is None:  # one thread unless told: the same numbers everywhere, no collapse on a busy machine
             stack.callback(torch.set_num_threads, torch.get_num_threads())  # then the caller's own setting again
             torch.set_num_threads(cfg.threads or 1)
-        return _run(cfg, runs, device, data, volume, cluster, out, err)
+        jobs = 1 if cluster is not None else jobs_for(cfg, len(runs), device)
+        preload = ["amsgrad_repro.realdata.engines", "amsgrad_repro.realdata.trial"]  # torch, torchbearer, models
+        pool = stack.enter_context(Pool(jobs, shared=data, preload=preload)) if jobs > 1 else None
+        return _run(cfg, runs, device, data, volume, cluster, pool, out, err)
+
+
+def jobs_for(cfg: RealConfig, runs: int, device: str) -> int:
+    """Runs at once in this invocation: ``--jobs``, or the CPUs this process may use ÷ ``--threads``; never more
+    than the runs; 1 on CUDA (one process owns the GPU)."""
+    if device == "cuda":
+        return 1
+    wanted = cfg.jobs if cfg.jobs is not None else usable_cpus() // (cfg.threads or 1)
+    return max(1, min(wanted, runs))
 
 
 def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volume: str, cluster: Cluster | None,
-         out: TextIO, err: TextIO) -> dict:  # fmt: skip
+         pool: Pool | None, out: TextIO, err: TextIO) -> dict:  # fmt: skip
     run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
@@ -266,13 +283,17 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
         if cluster is not None:
             gpu = " and 1 GPU" if device == "cuda" else ""
             print(f"  on {cluster.describe()}; one task per run, {cfg.threads or 1} CPU(s){gpu} each", file=out)
+        elif pool is not None:
+            print(f"  {pool.jobs} runs at once in worker processes, {cfg.threads or 1} torch thread(s) each", file=out)
         out.flush()
         disable = None if cfg.progress is None else not cfg.progress
         total = cfg.iterations * len(runs)
         with tqdm(total=total, unit="it", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
             if cluster is not None:
                 run_on_ray(cluster, cfg, data, runs, run_dir.path, device, bar, ledger)
-            for r in runs if cluster is None else ():
+            elif pool is not None:
+                run_in_pool(pool, cfg, runs, run_dir.path, device, bar, ledger)
+            for r in runs if cluster is None and pool is None else ():
                 bar.set_description(r.name)
                 train_one(cfg, data, r, run_dir.path, device, bar, ledger)
     elapsed = time.perf_counter() - start
@@ -295,6 +316,7 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
             "eval_every": cfg.eval_every,
             "device": device,
             "threads": cfg.threads or 1,
+            "jobs": 1 if pool is None else pool.jobs,
             "ray": None if cluster is None else cluster.address,
             "ray_nodes": None if cluster is None else cluster.report(),
             "run_dir": str(run_dir.final),

@@ -1,0 +1,170 @@
+"""Worker processes on this machine for a grid's runs (``--jobs N``): the same interface as the Ray backend.
+
+Usage::
+
+    from amsgrad_repro.pool import Pool
+
+    with Pool(jobs=2, shared=data, preload=["torch"]) as pool:   # each worker gets its own copy of ``data``
+        for key, outcome in pool.run(task, [(key, args), ...]):   # in the order they finish
+            ...                                       # outcome: the task's return value, or a TaskFailed
+
+A task is a plain module-level function; in a worker, :func:`shared` returns the ``shared`` object the pool was
+built with (the data set, sent to each worker once, not with every task). What stays in the driver is what stays
+there on Ray: every file, the progress bar, the signals. Workers are forked from a ``forkserver`` that imported
+``preload`` once (no lock or thread pool of the driver inherited half-way, no second import of torch), and they:
+
+- take SIGINT as "stop": the run in progress is interrupted and returns what it has (its events up to that
+  iteration), and no other starts. Ctrl-C reaches the whole process group; SIGTERM reaches only the driver, which
+  then sends SIGINT to its workers itself (workers ignore SIGTERM). The driver records the interrupted runs, writes
+  the summary, and kills the workers;
+- die with the driver if it is killed outright (Linux's parent-death signal), so no worker outlives it;
+- report a task that raised as a :class:`~amsgrad_repro.cluster.TaskFailed` (that run fails, the others go on);
+  a worker that died (killed, out of memory) fails the runs it had not returned, with a line saying so.
+
+The pool is the standard library's :class:`concurrent.futures.ProcessPoolExecutor`; on leaving (normally or by a
+signal) every worker still alive is killed (:func:`multiprocessing.active_children`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+
+from .runs import TaskFailed
+
+_SHARED: object = None
+_RUNNING = False  # in a worker: a task is running now
+_STOPPING = False  # in a worker: the driver asked it to stop
+
+
+class NotStarted:
+    """What a task returns when the driver's stop reached its worker before the task began."""
+
+
+def shared() -> object:
+    """In a worker: the object its pool was built with (``shared=``)."""
+    return _SHARED
+
+
+def _on_sigint(signum, frame) -> None:
+    """A worker's SIGINT (the driver's stop, or Ctrl-C reaching the whole process group): interrupt the task
+    running now (a KeyboardInterrupt inside it: it may return what it has), and start no other."""
+    global _STOPPING
+    _STOPPING = True
+    if _RUNNING:
+        raise KeyboardInterrupt
+
+
+def _call(task: Callable, *args):
+    """How a worker runs a task: not at all once it has been asked to stop."""
+    global _RUNNING
+    if _STOPPING:
+        return NotStarted()
+    _RUNNING = True
+    try:
+        return task(*args)
+    finally:
+        _RUNNING = False
+
+
+def _start_worker(value: object) -> None:
+    """Each worker's first act: keep ``value``, take SIGINT as "stop" and leave SIGTERM to the driver, and die
+    with the driver."""
+    global _SHARED
+    _SHARED = value
+    signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:  # PR_SET_PDEATHSIG = 1: SIGKILL this worker when the driver's thread that started it ends
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:  # the driver died before the line above: nothing to work for
+            os._exit(0)
+
+
+#: seconds the driver waits, after a stop, for the interrupted runs' partial results
+STOP_GRACE = 30.0
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use (a container's, a taskset's), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Pool:
+    """``jobs`` worker processes, each holding ``shared``; a context manager (leaving kills what is left)."""
+
+    def __init__(self, jobs: int, shared: object = None, preload: Sequence[str] = ()) -> None:
+        self.jobs = jobs
+        # forkserver: a clean server process imports ``preload`` once (torch: 1.5 s), then forks each worker from
+        # it in milliseconds; no worker inherits the driver's threads, locks or open files half-way (as a plain
+        # fork would), and none pays the imports again (as spawn would)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(preload))
+        self._executor = concurrent.futures.ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(shared,)
+        )
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Cancel what has not started, kill every worker still alive, and wait for them to be gone."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for child in multiprocessing.active_children():
+            child.kill()
+        for child in multiprocessing.active_children():
+            child.join(timeout=10)
+
+    def run(self, task: Callable, jobs: Sequence[tuple[object, tuple]]) -> Iterator[tuple[object, object]]:
+        """Submit ``task(*args)`` for every ``(key, args)`` and yield ``(key, result)`` as each finishes, with
+        ``result`` a :class:`TaskFailed` if the task raised or its worker died.
+
+        Ctrl-C/SIGTERM (a KeyboardInterrupt here): the tasks not started are cancelled, every worker gets SIGINT
+        (a running task is interrupted and may return what it has, as a run in this process would), their
+        results are yielded as they come (for up to :data:`STOP_GRACE` seconds), then the workers are killed and
+        the KeyboardInterrupt propagates."""
+        futures = {self._executor.submit(_call, task, *args): key for key, args in jobs}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], _outcome(future)
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(OSError):
+                    os.kill(child.pid, signal.SIGINT)
+            running = [f for f in futures if not f.cancelled() and not f.done()]
+            try:
+                for future in concurrent.futures.as_completed(running, timeout=STOP_GRACE):
+                    outcome = _outcome(future)
+                    if not isinstance(outcome, (NotStarted, TaskFailed)):
+                        yield futures[future], outcome
+            except (concurrent.futures.TimeoutError, KeyboardInterrupt):
+                pass  # a run that does not stop in time (or a second Ctrl-C) is not waited for
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+
+def _outcome(future: concurrent.futures.Future) -> object:
+    """A finished task's result, or a :class:`TaskFailed` saying why there is none."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return TaskFailed("a worker process died (killed, or out of memory) before the run finished")
+    except BaseException as e:  # the task's own error (a KeyboardInterrupt it let through: it had nothing to keep)
+        return TaskFailed(f"{type(e).__name__}: {e}".splitlines()[0])
