@@ -68,6 +68,11 @@ print("BENCH", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, wall, code)
 """
 
 
+def _functions(setting: str):
+    """The problem's torch-free maths: what the fused engine reads."""
+    return ProblemConfig(setting).functions()
+
+
 def _problem(setting: str):
     return ProblemConfig(setting).make()
 
@@ -87,7 +92,7 @@ def time_fused(setting: str, runs: list[FusedRun], steps: int, simd: bool | None
     """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer); ``simd`` as
     :func:`~amsgrad_repro.synthetic.fused.simulate` takes it."""
     start = time.perf_counter()
-    simulate([_problem(setting)], runs, steps, log_every=1000, on_log=lambda *a: None, simd=simd)
+    simulate([_functions(setting)], runs, steps, log_every=1000, on_log=lambda *a: None, simd=simd)
     return time.perf_counter() - start
 
 
@@ -266,6 +271,15 @@ def run(args: argparse.Namespace) -> int:
 def _run_real(args: argparse.Namespace) -> dict:
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a real-data run uses by default (--threads 1)
+    try:
+        return _time_real(args, torch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_real(args: argparse.Namespace, torch) -> dict:
     print(
         f"bench: real-data models, batch 128, Adam, {args.real_iterations} iterations × 3 alternations, "
         f"{torch.get_num_threads()} torch threads"
@@ -286,9 +300,9 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
     one = [FusedRun.of(args.optimizer)]
     many = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i)) for i in range(args.runs)]
     start = time.perf_counter()
-    simulate([_problem(args.setting)], one, 10)  # JIT (or load from the on-disk cache)
+    simulate([_functions(args.setting)], one, 10)  # JIT (or load from the on-disk cache)
     jit = time.perf_counter() - start
-    simulate([_problem(args.setting)], many, 10)
+    simulate([_functions(args.setting)], many, 10)
 
     trial_s = time_trial(args.setting, args.optimizer, args.trial_steps)
     fused_s = time_fused(args.setting, one, args.fused_steps)
@@ -314,7 +328,7 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
 
     # the lane kernel (synthetic/lanes.py) against the single-run kernel, on the same Adam-family runs
     lanes = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i % 97)) for i in range(args.lane_runs)]
-    simulate([_problem(args.setting)], lanes[:8], 10, simd=True)  # its JIT (or cache load)
+    simulate([_functions(args.setting)], lanes[:8], 10, simd=True)  # its JIT (or cache load)
     lanes_s = time_fused(args.setting, lanes, args.lane_steps, simd=True)
     single_s = time_fused(args.setting, lanes, args.lane_steps, simd=False)
     lane_rate, single_rate = (args.lane_runs * args.lane_steps / t for t in (lanes_s, single_s))
