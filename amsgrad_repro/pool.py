@@ -17,8 +17,9 @@ there on Ray: every file, the progress bar, the signals. Workers are forked from
   iteration), and no other starts. Ctrl-C reaches the whole process group; SIGTERM reaches only the driver, which
   then sends SIGINT to its workers itself (workers ignore SIGTERM). The driver records the interrupted runs, writes
   the summary, and kills the workers;
-- die with the driver if it is killed outright (Linux's parent-death signal), so no worker outlives it;
-- report a task that raised as a :class:`~amsgrad_repro.cluster.TaskFailed` (that run fails, the others go on);
+- die with the driver if it is killed outright: Linux's parent-death signal kills each worker when the forkserver
+  ends, and the forkserver when the driver ends (:mod:`amsgrad_repro.pool_guard`), so no worker outlives it;
+- report a task that raised as a :class:`~amsgrad_repro.runs.TaskFailed` (that run fails, the others go on);
   a worker that died (killed, out of memory) fails the runs it had not returned, with a line saying so.
 
 The pool is the standard library's :class:`concurrent.futures.ProcessPoolExecutor`; on leaving (normally or by a
@@ -76,17 +77,17 @@ def _call(task: Callable, *args):
 
 def _start_worker(value: object) -> None:
     """Each worker's first act: keep ``value``, take SIGINT as "stop" and leave SIGTERM to the driver, and die
-    with the driver."""
+    with the forkserver (which dies with the driver)."""
     global _SHARED
     _SHARED = value
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
-        try:  # PR_SET_PDEATHSIG = 1: SIGKILL this worker when the driver's thread that started it ends
+        try:  # PR_SET_PDEATHSIG = 1: SIGKILL this worker when its parent (the forkserver) ends
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
-        if os.getppid() == 1:  # the driver died before the line above: nothing to work for
+        if os.getppid() == 1:  # the forkserver (and so the driver) ended before the line above: nothing to do
             os._exit(0)
 
 
@@ -108,7 +109,7 @@ class Pool:
         # it in milliseconds; no worker inherits the driver's threads, locks or open files half-way (as a plain
         # fork would), and none pays the imports again (as spawn would)
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(preload))
+        context.set_forkserver_preload(["amsgrad_repro.pool_guard", *preload])  # the guard first: see its docstring
         self._executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(shared,)
         )

@@ -389,3 +389,22 @@ def test_jobs_change_no_number(tmp_path, read_scalars, read_summary):
     for r in one["runs"]:
         name = r["name"]
         assert read_scalars(tmp_path / "logreg/jobs-1" / name) == read_scalars(tmp_path / "logreg/jobs-3" / name)
+
+
+def test_no_worker_outlives_a_driver_killed_outright(tmp_path):
+    """SIGKILL (which no handler sees) on a --jobs 2 driver: the forkserver and both workers end with it
+    (amsgrad_repro.pool_guard; before it, they ran on)."""
+    argv = ["mlp", "--iterations", "1000000", "--jobs", "2", "--logdir", str(tmp_path), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.DEVNULL)
+    deadline, family = time.time() + 600, set()  # a hang guard only
+    while time.time() < deadline and len(family) < 3:  # the forkserver and two workers (and the resource tracker)
+        family = _children(proc.pid)
+        time.sleep(0.2)
+    time.sleep(2)
+    family = _children(proc.pid)
+    proc.kill()
+    proc.wait(timeout=60)
+    stop = time.time() + 60
+    while any(_alive(pid) for pid in family) and time.time() < stop:
+        time.sleep(0.2)
+    assert len(family) >= 3 and not any(_alive(pid) for pid in family)
