@@ -210,13 +210,17 @@ class Lanes:
     Args (one value per run, numpy arrays): ``lr`` α; ``lr_sqrt`` α/√t schedule; ``beta1``, ``beta2``, ``eps``;
     ``ams`` AMSGrad's max; ``bias`` bias correction; ``corrected`` AMSGrad corrected (the max over v/(1 − β2^t));
     ``problem_of`` which problem's stream; ``lo``, ``hi`` F; ``x_star``; ``x0`` (float64); and ``dtype`` the state's.
-    Inside, runs are ordered by problem, so that a block of runs usually plays one stream; :attr:`x`,
+    Inside, runs are ordered by problem, then β2, then β1, so that a block of runs usually plays one stream and
+    leaves its bias corrections at the same step; :attr:`x`,
     :attr:`regret` and the snapshots are in the caller's order.
     """
 
     def __init__(self, lr, lr_sqrt, beta1, beta2, eps, ams, bias, corrected, problem_of, lo, hi, x_star, x0, dtype):
         dt = np.dtype(dtype)
-        self.order = order = np.argsort(np.asarray(problem_of, np.int64), kind="stable")
+        # by problem, then β2, then β1: a block then usually plays one stream, and its runs finish their bias
+        # corrections together (a block takes the faster steady loop only once all of its runs have)
+        problems, beta1_in, beta2_in = (np.asarray(a) for a in (problem_of, beta1, beta2))
+        self.order = order = np.lexsort((beta1_in, beta2_in, problems))
         n = len(order)
 
         def f64(a):
