@@ -24,7 +24,9 @@ def _free_port() -> int:
 
 #: the cluster and every driver share a token, as a secured cluster does (Ray ≥ 2.52 turns token authentication on
 #: by itself once ~/.ray/auth_token exists, so the tests set it either way rather than depend on that file)
-ENV = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+# RAY_worker_niceness=0: Ray starts workers at nice 15, where beside other jobs (a busy CI machine) they get a few
+# per cent of a core; the tests' clusters give them normal priority, as a local --ray instance does
+ENV = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_worker_niceness": "0"}
 
 
 @pytest.fixture(scope="module")

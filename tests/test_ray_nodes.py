@@ -21,7 +21,8 @@ pytest.importorskip("ray")
 
 pytestmark = pytest.mark.slow
 
-ENV = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+# workers at normal priority (Ray's default, nice 15, starves them beside other jobs; see test_ray_cluster.py)
+ENV = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_worker_niceness": "0"}
 RAY = shutil.which("ray", path=os.path.dirname(sys.executable))
 
 
