@@ -78,6 +78,7 @@ class Cluster:
         self._nodes_lost: list[str] = []  # of those, the ones that died, in the order we noticed
         self._tasks_by_node: dict[str, int] = {}  # node ID → results returned from it
         self._last_look = 0.0
+        self._lock = threading.Lock()  # the node look runs in a thread that may outlive its wait
 
     @classmethod
     def connect(cls, address: str | None, timeout: float = DEFAULT_TIMEOUT) -> Cluster:
@@ -195,20 +196,23 @@ class Cluster:
         """What the cluster did for this invocation, for summary.json: the nodes seen alive, the nodes lost while
         it ran (their tasks were retried on the others, up to :data:`MAX_RETRIES` times), and how many task
         results each node returned (node IDs cut to 12 hex digits, as ``ray list nodes`` shows them)."""
-        return {
-            "address": self.address,
-            "nodes_seen": sorted(self._nodes_seen),
-            "nodes_lost": list(self._nodes_lost),
-            "results_by_node": dict(sorted(self._tasks_by_node.items())),
-        }
+        with self._lock:
+            return {
+                "address": self.address,
+                "nodes_seen": sorted(self._nodes_seen),
+                "nodes_lost": list(self._nodes_lost),
+                "results_by_node": dict(sorted(self._tasks_by_node.items())),
+            }
 
     def lost_line(self) -> str | None:
         """One line for the end of a run that lost nodes, else None."""
-        if not self._nodes_lost:
+        with self._lock:
+            lost, seen = list(self._nodes_lost), len(self._nodes_seen)
+        if not lost:
             return None
         return (
-            f"Ray: lost {len(self._nodes_lost)} of {len(self._nodes_seen)} node(s) while running "
-            f"({', '.join(self._nodes_lost)}); their tasks were retried on the others (summary.json: ray_nodes)"
+            f"Ray: lost {len(lost)} of {seen} node(s) while running "
+            f"({', '.join(lost)}); their tasks were retried on the others (summary.json: ray_nodes)"
         )
 
     def _check_fits(self, num_cpus: float, num_gpus: float) -> None:
@@ -238,12 +242,13 @@ class Cluster:
             except Exception:
                 answer.append(False)
                 return
-            for n in nodes:
-                node = n.get("NodeID", "")[:12]
-                if n.get("Alive"):
-                    self._nodes_seen.add(node)
-                elif node in self._nodes_seen and node not in self._nodes_lost:
-                    self._nodes_lost.append(node)
+            with self._lock:
+                for n in nodes:
+                    node = n.get("NodeID", "")[:12]
+                    if n.get("Alive"):
+                        self._nodes_seen.add(node)
+                    elif node in self._nodes_seen and node not in self._nodes_lost:
+                        self._nodes_lost.append(node)
             answer.append(any(n.get("Alive") and n.get("Resources", {}).get("CPU") for n in nodes))
 
         thread = threading.Thread(target=ask, daemon=True)
