@@ -64,3 +64,13 @@ def _lerp(start, end, weight):
     if abs(weight) < _as(0.5, start):
         return _fma(weight, d, start)
     return _fma(-d, _as(_as(1.0, start) - weight, start), end)
+
+
+@numba.njit(inline="always")
+def _lerp_select(start, end, weight):
+    """:func:`_lerp` without a branch: both of torch's formulas computed, one selected, so that a loop over runs
+    with different weights stays one SIMD loop (:mod:`.lanes`). The same roundings, so the same bits."""
+    d = _as(end - start, start)
+    near = _fma(weight, d, start)
+    far = _fma(-d, _as(_as(1.0, start) - weight, start), end)
+    return near if abs(weight) < _as(0.5, start) else far

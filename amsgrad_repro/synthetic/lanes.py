@@ -32,7 +32,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .arith import _as, _fma
+from .arith import _as, _fma, _lerp_select
 
 #: at most this many runs per block (one block is one core's inner loop over runs, a step at a time)
 LANES = 256
@@ -74,12 +74,7 @@ def _lanes_general(r0, r1, c, s1, sdiv, ssq, sqt, lr, lr_sqrt, w, b2f, c2f, epsf
         cr = c[r]
         regret[r] += cr * (np.float64(xr) - x_star[r])  # f_t(x_t) − f_t(x*), x_t the point played
         g = _as(cr, xr)
-        # m_t = β1·m + (1 − β1)·g as torch.lerp: both of its branches, one selected
-        mr, wr = m[r], w[r]
-        d = _as(g - mr, xr)
-        near = _fma(wr, d, mr)
-        far = _fma(-d, _as(_as(1.0, xr) - wr, xr), g)
-        mr = near if abs(wr) < _as(0.5, xr) else far
+        mr = _lerp_select(m[r], g, w[r])  # m_t = β1·m + (1 − β1)·g, as torch.lerp
         vr = _fma(_as(c2f[r] * g, xr), g, _as(v[r] * b2f[r], xr))  # v_t = β2·v + (1 − β2)·g²
         lr_t = lr[r] / (sqt if lr_sqrt[r] else 1.0)
         step = lr_t / s1[r]  # α_t / (1 − β1^t)
@@ -104,11 +99,7 @@ def _lanes_steady(r0, r1, c, lr, w, b2f, c2f, epsf, ams, lo, hi, x_star, x, m, v
         cr = c[r]
         regret[r] += cr * (np.float64(xr) - x_star[r])
         g = _as(cr, xr)
-        mr, wr = m[r], w[r]
-        d = _as(g - mr, xr)
-        near = _fma(wr, d, mr)
-        far = _fma(-d, _as(_as(1.0, xr) - wr, xr), g)
-        mr = near if abs(wr) < _as(0.5, xr) else far
+        mr = _lerp_select(m[r], g, w[r])
         vr = _fma(_as(c2f[r] * g, xr), g, _as(v[r] * b2f[r], xr))
         vm = vmax[r]
         vm = max(vm, vr) if ams[r] else vm
