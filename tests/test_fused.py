@@ -158,20 +158,22 @@ def test_unknown_fused_optimizer_is_a_value_error():
         FusedRun.of("torch.optim.SGD")
 
 
+@pytest.mark.parametrize("n_problems", [1, 3])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_lane_kernel_is_bit_identical_to_the_single_run_kernel(dtype):
+def test_the_lane_kernel_is_bit_identical_to_the_single_run_kernel(dtype, n_problems):
     """amsgrad_repro.synthetic.lanes against the single-run kernel: every Adam-family rule it takes (Adam, the three
     AMSGrads, α constant or α/√t), β's from 0 to 0.9999 (bias corrections that end at once, and ones still running
-    after 20,000 steps, across several tables and windows), three problems interleaved, a run the lanes do not take
-    (Adamax) in between. x, R_t/t and every snapshot must be equal to the bit."""
+    after 20,000 steps, across several tables and windows), one problem (every block plays one stream) or three
+    interleaved (blocks that mix them), a run the lanes do not take (Adamax) in between, and a last block that is
+    not a whole number of vectors (padded). x, R_t/t and every snapshot must be equal to the bit."""
     names = ["adam", "amsgrad-pytorch", "amsgrad-paper", "amsgrad-corrected"]
     runs = []
     for i in range(48):
         spec = dict(lr=1e-3 * (1 + i % 7), beta1=[0.0, 0.5, 0.9, 0.99][i // 12], beta2=[0.5, 0.99, 0.9999][i % 3])
-        runs.append(FusedRun.of(names[i % 4], i % 3, **spec))
-    runs.insert(5, FusedRun.of("adamax", 1))
-    runs.append(FusedRun.of("adam", 2, lr=0.01, lr_schedule="sqrt"))
-    problems = [Stochastic(seed=s, dtype=dtype) for s in range(3)]
+        runs.append(FusedRun.of(names[i % 4], i % n_problems, **spec))
+    runs.insert(5, FusedRun.of("adamax", 1 % n_problems))
+    runs.append(FusedRun.of("adam", 2 % n_problems, lr=0.01, lr_schedule="sqrt"))
+    problems = [Stochastic(seed=s, dtype=dtype) for s in range(n_problems)]
     outputs = {}
     for simd in (False, True):
         logged = []

@@ -41,8 +41,9 @@ class PeriodicStream:
     def rare(self, start: int, count: int) -> np.ndarray:
         """Booleans for t = start, …, start + count − 1: True where the rare function is played."""
         _check_window(start, count)
-        t = np.arange(start, start + count, dtype=np.int64)
-        return t % self.period == 1
+        rare = np.zeros(count, np.bool_)
+        rare[(1 - start) % self.period :: self.period] = True  # index i is step start + i
+        return rare
 
     @property
     def rare_fraction(self) -> float:

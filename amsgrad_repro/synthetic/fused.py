@@ -25,9 +25,8 @@ single-tensor CPU path, or :mod:`amsgrad_repro.algorithms`, which uses the same 
   kernels round them (:func:`_as`; in float64 that rounding is the identity). The kernel is compiled once per
   dtype;
 - torch's CPU kernels for ``lerp_``, ``addcmul_`` and ``add_(…, alpha=…)`` are fused multiply-adds, in both
-  dtypes. In float32 we emulate each FMA by one float64 evaluation rounded once to float32 (a product of two
-  float32 is exact in float64); in float64 we call LLVM's ``llvm.fma.f64`` (correctly rounded, with or without
-  an FMA unit).
+  dtypes. We call LLVM's ``llvm.fma.f32`` / ``llvm.fma.f64`` (correctly rounded, with or without an FMA
+  unit: :mod:`.arith`).
   ``addcdiv_`` is (value·t1)/t2 + x, unfused;
 - ``sqrt`` is the correctly rounded square root. torch's CPU sqrt (MKL on AVX-512 builds) is not: it differs
   by ±1 ulp on some 15% of float32 inputs and 0.5% of float64 inputs, so the engines agree to a few ulps rather
@@ -74,9 +73,10 @@ _ADAM_FAMILY = {
 _OTHER_KINDS = {"sgd": K_SGD, "momentum": K_SGD, "nesterov": K_SGD, "adagrad": K_ADAGRAD, "rmsprop": K_RMSPROP,
                 "adamax": K_ADAMAX, "nadam": K_NADAM}  # fmt: skip
 #: the lane kernel takes the Adam-family runs when there are at least this many per thread (numba's); fewer go
-#: through the single-run kernel, which is faster then (measured on the 2-core machine: 64 runs 0.05 vs 0.16,
-#: 128 runs 0.16 vs 0.14, 256 runs 0.34 vs 0.18, 2048 runs 0.57 vs 0.13 G run-steps/s, lanes vs single-run)
-LANES_PER_THREAD = 128
+#: through the single-run kernel, which is faster then (a lane block is at least 32 lanes wide). Measured on the
+#: 2-core machine, G run-steps/s lanes vs single-run: 4 runs 0.08 vs 0.11, 8 runs 0.16 vs 0.13, 64 runs 1.06 vs
+#: 0.14, 2,048 runs 2.1 vs 0.16
+LANES_PER_THREAD = 4
 _LRS = {"constant": 0, "sqrt": 1}
 _B1S = {"constant": 0, "exp": 1, "inverse": 2}
 
@@ -278,7 +278,7 @@ def kernel_cached(dtype: str = "float32", lanes_too: bool = False) -> bool:
     phase grid uses it). Reads numba's cache index (numba internals: if they cannot be read, says True rather
     than print a wrong message)."""
     try:
-        kernels = [(_window, 4)] + ([(lanes._advance, 15)] if lanes_too else [])  # the argument that is x
+        kernels = [(_window, 4)] + ([(lanes._advance, 17)] if lanes_too else [])  # the argument that is x
         for kernel, x_arg in kernels:
             index = kernel._cache._cache_file._load_index()
             if not any(str(key[0][x_arg].dtype) == dtype for key in index):

@@ -9,14 +9,15 @@ Usage (what :func:`amsgrad_repro.synthetic.fused.simulate` does with the runs it
 The single-run kernel (:func:`amsgrad_repro.synthetic.fused._window`) runs one run through all its steps, with a
 branch per optimizer kind, per schedule and per "bias correction finished" inside the time loop: fast for one run,
 but the CPU's vector units sit idle. Here the loops are the other way round: for each step t, every run of a block
-of :data:`LANES` runs takes its step, and the body has no branch that depends on the run, so the compiler turns the
-loop over runs into SIMD instructions (8 float64 or 16 float32 lanes with AVX-512), and blocks go to the cores.
+of up to :data:`LANES` runs takes its step, and the body has no branch that depends on the run, so the compiler
+turns the loop over runs into SIMD instructions (8 float32 lanes per AVX2 vector), and blocks go to the cores.
 
 What makes that possible, and what it costs:
 
 - only the Adam family with constant β's comes here: Adam, the three AMSGrads (``paper``, ``pytorch``,
   ``corrected``), with a constant or 1/√t step size. Every per-run difference is data, not control flow: which
-  AMSGrad max, which bias correction, which branch of torch's lerp — both sides are computed and one is selected;
+  AMSGrad max, which bias correction, which of torch.lerp's two formulas (both are one FMA with a per-run weight
+  and base) — both sides of a choice are computed and one is selected;
 - the bias corrections 1 − β^t and their square roots are the same for every run with the same β, so they are
   tabulated once per distinct β per block of :data:`TABLE_STEPS` steps (a pow each), not once per run per step;
   a run without bias correction reads the row of β = 0, which is exactly 1.0. A β's row is computed until
@@ -25,6 +26,16 @@ What makes that possible, and what it costs:
 - every rounding is the single-run kernel's (:mod:`.arith`), in the same order, and the kernels are compiled
   without fast-math, so no reassociation or contraction changes a bit: x, the moments and R_t/t of every run are
   bit-identical to the single-run kernel's, hence to the Trial as tested there.
+
+What made it fast (each measured on the 2-core machine; ``bench`` prints the result):
+
+- the float64 regret sum has its own loop, so the update loop holds no float64 and runs 8 float32 lanes per
+  vector instead of 4; for the same reason a float32 FMA is the float32 instruction (:func:`.arith._fma`);
+- every loop of a step is written out in :func:`_block`, not called: a call inside the time loop took an atomic
+  reference count per array argument per step, which cost more than the arithmetic of 32 runs;
+- a block works on private copies of its state, so no cache line written every step is shared by two cores;
+- a block's lanes are padded to a multiple of :data:`VECTOR` (copies of its last run, never written back), so
+  no run falls into LLVM's scalar remainder loop.
 """
 
 from __future__ import annotations
@@ -32,10 +43,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .arith import _as, _fma, _lerp_select
+from .arith import _as, _fma
 
 #: at most this many runs per block (one block is one core's inner loop over runs, a step at a time)
 LANES = 256
+#: a block's lanes are a multiple of this: 8 float32 per AVX2 vector, 4 vectors interleaved by LLVM
+VECTOR = 32
 #: steps per table of bias corrections (memory: distinct β's × this × 16 bytes)
 TABLE_STEPS = 2048
 
@@ -63,53 +76,116 @@ def _fill(betas, bc, sq, t_one, ones, t_start, cn):
         ones[q] = all_one and cn == bc.shape[1]
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _lanes_general(r0, r1, c, s1, sdiv, ssq, sqt, lr, lr_sqrt, w, b2f, c2f, epsf, ams, lo, hi, x_star, x, m, v, vmax,
-                   regret):  # fmt: skip
-    """One step of runs r0 … r1 − 1, any of them still bias-correcting or on α/√t. ``c`` the slope each run sees;
-    ``s1``, ``sdiv``, ``ssq`` its 1 − β1^t, the divisor of v before AMSGrad-corrected's max, and the root dividing
-    √v (each exactly 1.0 where it does not apply, so dividing by it changes nothing)."""
-    for r in range(r0, r1):  # the SIMD loop: no branch depends on r
-        xr = x[r]
-        cr = c[r]
-        regret[r] += cr * (np.float64(xr) - x_star[r])  # f_t(x_t) − f_t(x*), x_t the point played
-        g = _as(cr, xr)
-        mr = _lerp_select(m[r], g, w[r])  # m_t = β1·m + (1 − β1)·g, as torch.lerp
-        vr = _fma(_as(c2f[r] * g, xr), g, _as(v[r] * b2f[r], xr))  # v_t = β2·v + (1 − β2)·g²
-        lr_t = lr[r] / (sqt if lr_sqrt[r] else 1.0)
-        step = lr_t / s1[r]  # α_t / (1 − β1^t)
-        cand = _as(vr / _as(sdiv[r], xr), xr)  # v / (1 − β2^t) (AMSGrad corrected)
-        vm = vmax[r]
-        vm = max(vm, cand) if ams[r] else vm
-        vv = vm if ams[r] else vr
-        denom = _as(_as(_as(np.sqrt(vv), xr) / _as(ssq[r], xr), xr) + epsf[r], xr)
-        xr = xr + _as(_as(-step, xr) * mr, xr) / denom
-        x[r] = min(max(xr, lo[r]), hi[r])  # Π_F
-        m[r] = mr
-        v[r] = vr
-        vmax[r] = vm
+@numba.njit
+def _padded(a, r0, r1, n):
+    """A private copy of a[r0:r1], n long, the last element repeated to fill it."""
+    out = np.empty(n, a.dtype)
+    out[: r1 - r0] = a[r0:r1]
+    out[r1 - r0 :] = a[r1 - 1]
+    return out
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _lanes_steady(r0, r1, c, lr, w, b2f, c2f, epsf, ams, lo, hi, x_star, x, m, v, vmax, regret):
-    """:func:`_lanes_general` once every bias correction of runs r0 … r1 − 1 is exactly 1.0 and α is constant:
-    the same arithmetic without its divisions by 1.0 (which change no bit), so two divisions a step fewer."""
-    for r in range(r0, r1):
-        xr = x[r]
-        cr = c[r]
-        regret[r] += cr * (np.float64(xr) - x_star[r])
-        g = _as(cr, xr)
-        mr = _lerp_select(m[r], g, w[r])
-        vr = _fma(_as(c2f[r] * g, xr), g, _as(v[r] * b2f[r], xr))
-        vm = vmax[r]
-        vm = max(vm, vr) if ams[r] else vm
-        vv = vm if ams[r] else vr
-        denom = _as(_as(np.sqrt(vv), xr) + epsf[r], xr)
-        xr = xr + _as(_as(-lr[r], xr) * mr, xr) / denom
-        x[r] = min(max(xr, lo[r]), hi[r])
-        m[r] = mr
-        v[r] = vr
-        vmax[r] = vm
+def _block(r0, r1, coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps, neg_lr, ams, k1, kdiv, ksq, lo,
+           hi, x_star, xs, ms, vs, vmaxs, regrets, bc, sq, ones, t0, c0, cn, k0, log_every, last_t, snap_x,
+           snap_r):  # fmt: skip
+    """Steps t0 + c0 … t0 + c0 + cn − 1 of runs r0 … r1 − 1 (one block, one core). The block works on private
+    copies of its state, so no cache line it writes every step is shared with another core's block."""
+    real = r1 - r0
+    # lanes rounded up to whole vector iterations (8 lanes × 4 interleaved here): a shorter loop would run in
+    # LLVM's scalar remainder loop. The padding lanes repeat the block's last run and are never written back.
+    # Unsigned: no index is negative, so no wrap-around select per access (what lets LLVM vectorize).
+    nb = np.uint64(-(-real // VECTOR) * VECTOR)
+    x = _padded(xs, r0, r1, nb)
+    m = _padded(ms, r0, r1, nb)
+    v = _padded(vs, r0, r1, nb)
+    vmax = _padded(vmaxs, r0, r1, nb)
+    regret = _padded(regrets, r0, r1, nb)
+    lr = _padded(lr, r0, r1, nb)
+    lr_sqrt = _padded(lr_sqrt, r0, r1, nb)
+    weight = _padded(weight, r0, r1, nb)
+    near = _padded(near, r0, r1, nb)
+    c2 = _padded(c2, r0, r1, nb)
+    b2 = _padded(b2, r0, r1, nb)
+    eps = _padded(eps, r0, r1, nb)
+    neg_lr = _padded(neg_lr, r0, r1, nb)
+    ams = _padded(ams, r0, r1, nb)
+    k1 = _padded(k1, r0, r1, nb)
+    kdiv = _padded(kdiv, r0, r1, nb)
+    ksq = _padded(ksq, r0, r1, nb)
+    lo = _padded(lo, r0, r1, nb)
+    hi = _padded(hi, r0, r1, nb)
+    x_star = _padded(x_star, r0, r1, nb)
+    problems = _padded(problem_of, r0, r1, nb)
+    like = x[0]  # a scalar of the state's dtype, for _as
+    g = np.empty(nb, x.dtype)  # c rounded to the state's dtype (torch's gradient)
+    neg_step, div, root = np.empty(nb, x.dtype), np.empty(nb, x.dtype), np.empty(nb, x.dtype)
+    one_problem = problems[0] == problems[nb - np.uint64(1)]  # sorted by problem: the whole block plays one stream
+    steady = True  # every table row this block reads is 1.0 for the whole chunk, and α is constant
+    for r in range(nb):
+        steady = steady and ones[k1[r]] and ones[kdiv[r]] and ones[ksq[r]] and not lr_sqrt[r]
+    k = k0
+    t_first = t0 + c0
+    next_log = -(-t_first // log_every) * log_every
+    for i in range(c0, c0 + cn):
+        t = t0 + i
+        # the slope each run sees, and R_t += c_t·(x_t − x*) in float64 (its own loop: the float32 update below
+        # then runs 8 lanes wide, not 4). Every loop is written out here, not called: a call inside the time loop
+        # costs an atomic reference count per array per step, more than the arithmetic of 32 runs
+        if one_problem:
+            ci = coefs[problems[0], i]
+            gi = _as(ci, like)
+            for r in range(nb):
+                g[r] = gi
+                regret[r] += ci * (np.float64(x[r]) - x_star[r])  # f_t(x_t) − f_t(x*), x_t the point played
+        else:
+            for r in range(nb):
+                cr = coefs[problems[r], i]
+                g[r] = _as(cr, like)
+                regret[r] += cr * (np.float64(x[r]) - x_star[r])
+        if steady:
+            for r in range(nb):  # the SIMD loop: no branch depends on r
+                gr, mo = g[r], m[r]
+                # m_t = β1·m + (1 − β1)·g, as torch.lerp: fma(w, d, m) if |w| < 0.5 else fma(−d, 1 − w, g),
+                # written as one fma(d, weight, base) (weight w or −(1 − w), base m or g; negation is exact)
+                mr = _fma(_as(gr - mo, mo), weight[r], mo if near[r] else gr)
+                vr = _fma(_as(c2[r] * gr, mo), gr, _as(v[r] * b2[r], mo))  # v_t = β2·v + (1 − β2)·g², addcmul_
+                vm = vmax[r]
+                vm = max(vm, vr) if ams[r] else vm  # v̂_t = max(v̂, v_t)
+                vv = vm if ams[r] else vr
+                denom = _as(_as(np.sqrt(vv), mo) + eps[r], mo)
+                xr = x[r] + _as(neg_lr[r] * mr, mo) / denom  # x − α·m/(√v̂ + ε), as addcdiv_
+                x[r] = min(max(xr, lo[r]), hi[r])  # Π_F
+                m[r], v[r], vmax[r] = mr, vr, vm
+        else:
+            # the scalars torch computes in Python at step t, rounded where its kernels read them
+            j = i - c0
+            sqt = np.sqrt(np.float64(t))
+            for r in range(nb):
+                lr_t = lr[r] / (sqt if lr_sqrt[r] else 1.0)  # α/√t or α
+                neg_step[r] = _as(-(lr_t / bc[k1[r], j]), like)  # −α_t / (1 − β1^t)
+                div[r] = _as(bc[kdiv[r], j], like)  # 1 − β2^t (AMSGrad corrected divides v by it before the max)
+                root[r] = _as(sq[ksq[r], j], like)  # (1 − β2^t)^0.5 (Adam, AMSGrad pytorch divide √v by it)
+            for r in range(nb):  # the steady loop plus the divisions by the bias corrections (1.0 where none)
+                gr, mo = g[r], m[r]
+                mr = _fma(_as(gr - mo, mo), weight[r], mo if near[r] else gr)
+                vr = _fma(_as(c2[r] * gr, mo), gr, _as(v[r] * b2[r], mo))
+                vm = vmax[r]
+                vm = max(vm, _as(vr / div[r], mo)) if ams[r] else vm
+                vv = vm if ams[r] else vr
+                denom = _as(_as(np.sqrt(vv) / root[r], mo) + eps[r], mo)
+                xr = x[r] + _as(neg_step[r] * mr, mo) / denom
+                x[r] = min(max(xr, lo[r]), hi[r])
+                m[r], v[r], vmax[r] = mr, vr, vm
+        if t == next_log or t == last_t:
+            for r in range(real):
+                snap_x[r0 + r, k] = x[r]
+                snap_r[r0 + r, k] = regret[r] / t
+            k += 1
+        if t == next_log:
+            next_log += log_every
+    xs[r0:r1], ms[r0:r1], vs[r0:r1] = x[:real], m[:real], v[:real]
+    vmaxs[r0:r1], regrets[r0:r1] = vmax[:real], regret[:real]
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -118,10 +194,12 @@ def _advance(
     problem_of,  # (R,) int64, runs sorted by it
     lr,  # (R,) float64: α
     lr_sqrt,  # (R,) bool: α_t = α/√t (else α)
-    w,  # (R,) state dtype: 1 − β1, rounded (the lerp weight)
-    b2f,  # (R,) state dtype: β2
-    c2f,  # (R,) state dtype: 1 − β2
-    epsf,  # (R,) state dtype: ε
+    weight,  # (R,) state dtype: the lerp's weight, 1 − β1 if it is below 0.5, else −(1 − β1) (rounded, then negated)
+    near,  # (R,) bool: |1 − β1| < 0.5 (torch.lerp's first formula)
+    c2,  # (R,) state dtype: 1 − β2
+    b2,  # (R,) state dtype: β2
+    eps,  # (R,) state dtype: ε
+    neg_lr,  # (R,) state dtype: −α (the steady step)
     ams,  # (R,) bool: keep v̂ = max(v̂, ·)
     k1,  # (R,) int64: table row of β1 for 1 − β1^t (row 0, β = 0: no correction)
     kdiv,  # (R,) int64: row dividing v before the max (AMSGrad corrected), else 0
@@ -134,10 +212,6 @@ def _advance(
     v,  # (R,) state dtype, in/out
     vmax,  # (R,) state dtype, in/out
     regret,  # (R,) float64, in/out: R_{t-1}
-    c,  # (R,) float64, scratch: the slope each run sees now
-    s1,  # (R,) float64, scratch
-    sdiv,  # (R,) float64, scratch
-    ssq,  # (R,) float64, scratch
     betas,  # (B,) float64: the distinct β's, betas[0] == 0.0
     bc,  # (B, TABLE_STEPS) float64, scratch
     sq,  # (B, TABLE_STEPS) float64, scratch
@@ -154,45 +228,20 @@ def _advance(
     n_runs = x.shape[0]
     blocks = (n_runs + lanes - 1) // lanes
     table = bc.shape[1]
-    k_base = 0
+    k0 = 0
     for c0 in range(0, n, table):
         cn = min(table, n - c0)
         _fill(betas, bc, sq, t_one, ones, t0 + c0, cn)
         for b in numba.prange(blocks):
-            # unsigned bounds: the compiler then knows no index is negative (no wrap-around select per access),
-            # which is what lets it vectorize the loops over r
-            r0, r1 = np.uint64(b * lanes), np.uint64(min(n_runs, (b + 1) * lanes))
-            one_problem = problem_of[r0] == problem_of[r1 - np.uint64(1)]  # sorted: the whole block plays one stream
-            steady = True  # every table row this block reads is 1.0 for the whole chunk, and α is constant
-            for r in range(r0, r1):
-                steady = steady and ones[k1[r]] and ones[kdiv[r]] and ones[ksq[r]] and not lr_sqrt[r]
-            k = k_base
-            for i in range(c0, c0 + cn):
-                t = t0 + i
-                if one_problem:
-                    c[r0:r1] = coefs[problem_of[r0], i]
-                else:
-                    for r in range(r0, r1):
-                        c[r] = coefs[problem_of[r], i]
-                if steady:
-                    _lanes_steady(r0, r1, c, lr, w, b2f, c2f, epsf, ams, lo, hi, x_star, x, m, v, vmax, regret)
-                else:
-                    j = i - c0
-                    for r in range(r0, r1):
-                        s1[r], sdiv[r], ssq[r] = bc[k1[r], j], bc[kdiv[r], j], sq[ksq[r], j]
-                    _lanes_general(
-                        r0, r1, c, s1, sdiv, ssq, np.sqrt(np.float64(t)), lr, lr_sqrt, w, b2f, c2f, epsf, ams,
-                        lo, hi, x_star, x, m, v, vmax, regret,
-                    )  # fmt: skip
-                if t % log_every == 0 or t == last_t:
-                    for r in range(r0, r1):
-                        snap_x[r, k] = x[r]
-                        snap_r[r, k] = regret[r] / t
-                    k += 1
+            _block(
+                b * lanes, min(n_runs, (b + 1) * lanes), coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps,
+                neg_lr, ams, k1, kdiv, ksq, lo, hi, x_star, x, m, v, vmax, regret, bc, sq, ones, t0, c0, cn, k0,
+                log_every, last_t, snap_x, snap_r,
+            )  # fmt: skip
         for i in range(c0, c0 + cn):
             t = t0 + i
             if t % log_every == 0 or t == last_t:
-                k_base += 1
+                k0 += 1
 
 
 class Lanes:
@@ -220,12 +269,13 @@ class Lanes:
         b1, b2 = f64(beta1), f64(beta2)
         self.lr, self.lr_sqrt = f64(lr), np.asarray(lr_sqrt, np.bool_)[order]
         # the single-run kernel's per-run constants, rounded the same way: _as(1 - b1), _as(b2), _as(1 - b2), _as(ε)
-        self.w, self.b2f, self.c2f, self.epsf = (
-            (1.0 - b1).astype(dt),
-            b2.astype(dt),
-            (1.0 - b2).astype(dt),
-            f64(eps).astype(dt),
-        )
+        w = (1.0 - b1).astype(dt)
+        self.near = np.abs(w) < dt.type(0.5)  # torch.lerp's branch, fixed per run
+        # its two formulas as one fma(d, weight, base): weight w, or −(1 − w) rounded then negated (exact)
+        self.weight = np.where(self.near, w, -(dt.type(1.0) - w))
+        self.b2, self.c2 = b2.astype(dt), (1.0 - b2).astype(dt)
+        self.eps = f64(eps).astype(dt)
+        self.neg_lr = (-self.lr).astype(dt)  # _as(-α): the step once 1 − β1^t is 1.0 and α is constant
         self.ams = np.asarray(ams, np.bool_)[order]
         bias, corrected = np.asarray(bias, np.bool_)[order], np.asarray(corrected, np.bool_)[order]
         self.betas = np.unique(np.concatenate([[0.0], b1, b2]))
@@ -240,14 +290,13 @@ class Lanes:
         self._x = f64(x0).astype(dt)
         self.m, self.v, self.vmax = np.zeros(n, dt), np.zeros(n, dt), np.zeros(n, dt)
         self._regret = np.zeros(n, np.float64)
-        self.scratch = [np.empty(n) for _ in range(4)]
         b = len(self.betas)
         self.bc, self.sq = np.empty((b, TABLE_STEPS)), np.empty((b, TABLE_STEPS))
         self.t_one, self.ones = np.zeros(b, np.int64), np.zeros(b, np.bool_)
-        # runs per block: the runs shared evenly over numba's threads, whole vectors of 8, at most LANES
+        # runs per block: the runs shared evenly over numba's threads, whole vector iterations, at most LANES
         threads = numba.get_num_threads()
         per_thread = -(-n // threads)
-        self.lanes = int(min(LANES, max(8, -(-per_thread // 8) * 8)))
+        self.lanes = int(min(LANES, -(-per_thread // VECTOR) * VECTOR))
 
     @property
     def x(self) -> np.ndarray:
@@ -267,9 +316,9 @@ class Lanes:
         """Steps t0 … t0 + n − 1 of every run; snapshots at the log points into ``snap_x``/``snap_r`` (R, k)."""
         sx, sr = np.empty_like(snap_x), np.empty_like(snap_r)
         _advance(
-            coefs, self.problem_of, self.lr, self.lr_sqrt, self.w, self.b2f, self.c2f, self.epsf, self.ams,
-            self.k1, self.kdiv, self.ksq, self.lo, self.hi, self.x_star, self._x, self.m, self.v, self.vmax,
-            self._regret, *self.scratch, self.betas, self.bc, self.sq, self.t_one, self.ones, self.lanes,
+            coefs, self.problem_of, self.lr, self.lr_sqrt, self.weight, self.near, self.c2, self.b2, self.eps,
+            self.neg_lr, self.ams, self.k1, self.kdiv, self.ksq, self.lo, self.hi, self.x_star, self._x, self.m,
+            self.v, self.vmax, self._regret, self.betas, self.bc, self.sq, self.t_one, self.ones, self.lanes,
             t0, n, log_every, last_t, sx, sr,
         )  # fmt: skip
         snap_x[self.order], snap_r[self.order] = sx, sr
