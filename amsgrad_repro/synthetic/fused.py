@@ -73,10 +73,10 @@ _ADAM_FAMILY = {
 _OTHER_KINDS = {"sgd": K_SGD, "momentum": K_SGD, "nesterov": K_SGD, "adagrad": K_ADAGRAD, "rmsprop": K_RMSPROP,
                 "adamax": K_ADAMAX, "nadam": K_NADAM}  # fmt: skip
 #: the lane kernel takes the Adam-family runs when there are at least this many per thread (numba's); fewer go
-#: through the single-run kernel, which is faster then (a lane block is at least 32 lanes wide). Measured on the
-#: 2-core machine, G run-steps/s lanes vs single-run: 4 runs 0.08 vs 0.11, 8 runs 0.16 vs 0.13, 64 runs 1.06 vs
-#: 0.14, 2,048 runs 2.1 vs 0.16
-LANES_PER_THREAD = 4
+#: through the single-run kernel, which is as fast or faster then (a lane block is at least 32 lanes wide).
+#: Measured on the 2-core machine with ``bench --lane-runs N``, G run-steps/s lanes vs single-run: 8 runs 0.16-0.17
+#: vs 0.16-0.23, 16 runs 0.25 vs 0.13, 64 runs 1.07 vs 0.17, 2,048 runs 1.78 vs 0.17
+LANES_PER_THREAD = 8
 _LRS = {"constant": 0, "sqrt": 1}
 _B1S = {"constant": 0, "exp": 1, "inverse": 2}
 
