@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 #: runs per fused call in this process: each holds a TensorBoard writer (a file descriptor) open while it runs,
 #: so a sweep of any size keeps at most this many open
 FUSED_CHUNK = 64
-#: on Ray, a fused task gets about this many run-steps (runs × steps; ~1-3 s of kernel on one core), so that a
-#: task lasts seconds, not milliseconds, and a 10 M-step run is a task of its own
-TASK_RUN_STEPS = 200_000_000
+#: on Ray, a fused task gets about this many run-steps (runs × steps), so that a task lasts seconds, not
+#: milliseconds: ~1 s of the lane kernel (Adam-family grids), ~10 s of the single-run kernel on one core; a 10 M-step
+#: run is 1 % of a task. (It was 2·10⁸ before the lanes: a 100 × 100 phase grid then took 23 s of cells on a local
+#: Ray against 8.7 s in process, in 50 tasks of 0.2 s of kernel each.)
+TASK_RUN_STEPS = 1_000_000_000
 #: on Ray, a fused task returns at most about this many logged points (x and R_t/t, 16 bytes each)
 TASK_POINTS = 2_000_000
 
