@@ -14,7 +14,7 @@ def _stop_while_importing(signum: int, frame: object) -> None:
 def entry() -> int:
     """Import the command line and run it. A signal while the imports run (torch's take a second or two) or while
     the arguments are parsed ends quietly with 130 or 143, as it does later, instead of a page of import
-    traceback; :func:`amsgrad_repro.cli.main` installs its own handlers (runs.handle_signals) before it writes."""
+    traceback; :func:`amsgrad_repro.cli.main` installs its own handlers (signals.handle_signals) before it writes."""
     for s in (signal.SIGINT, signal.SIGTERM):  # until main() installs its own, once it starts writing
         signal.signal(s, _stop_while_importing)
     from .cli import main

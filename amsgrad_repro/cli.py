@@ -27,8 +27,9 @@ from . import __version__
 from .cluster import add_ray_flags
 from .optimizers import ALIASES, ZOO
 from .report import one_line
-from .runs import BackendLost, UsageError, WriteFailed, exit_code, handle_signals
+from .runs import BackendLost, UsageError, WriteFailed
 from .schedules import BETA1_SCHEDULES, LR_SCHEDULES
+from .signals import exit_code, handle_signals
 from .synthetic.experiment import Config, ProblemConfig, run
 from .synthetic.functions import PRESETS
 from .values import add_dtype_flag, add_output_flags, count, lr_values, seed_values

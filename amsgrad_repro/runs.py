@@ -3,7 +3,8 @@
 
 Usage::
 
-    from amsgrad_repro.runs import Ledger, RunDir, Stopping, handle_signals, write_summary
+    from amsgrad_repro.runs import Ledger, RunDir, Stopping, write_summary
+    from amsgrad_repro.signals import handle_signals
 
     with handle_signals():                                   # SIGINT and SIGTERM become KeyboardInterrupt
         run_dir = RunDir.claim(Path("logs/online"), "demo", overwrite=False, logdir="logs")
@@ -27,10 +28,8 @@ logged) and "a run directory". The rules it enforces:
   written into a hidden sibling ``.<name>.new-<pid>``; only :meth:`RunDir.release` with ``keep=True`` swaps it
   in (old → ``.<name>.old-<pid>``, new → ``<name>``, then the old is deleted). A run that fails or is stopped
   before it has anything to keep is discarded and the old run is untouched.
-- **SIGTERM is Ctrl-C.** :func:`handle_signals` makes both raise ``KeyboardInterrupt`` (SIGTERM as
-  :class:`Terminated`), remembers which one came, and :func:`exit_code` turns it into 130 or 143.
-  :func:`defer_signals` holds them off (recording them) where a stop must wait: a compiled kernel's window, the
-  final writes.
+- **SIGTERM is Ctrl-C** (:mod:`.signals`): both raise ``KeyboardInterrupt``; :class:`Stopping` marks the running
+  runs interrupted, writes the summary and names the signal.
 - **A write error ends the invocation.** :class:`WriteFailed` (raised by the event writer and
   :func:`write_summary`) stops the runs like a signal, keeps what was complete if its summary still fits, and
   never lets the broken new run replace an old one.
@@ -48,11 +47,11 @@ import json
 import math
 import os
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from .signals import defer_signals, signal_name, stopped_by
 
 #: a run's status in summary.json
 STATUSES = ("not started", "running", "complete", "interrupted", "failed")
@@ -60,16 +59,6 @@ STATUSES = ("not started", "running", "complete", "interrupted", "failed")
 
 class UsageError(ValueError):
     """Bad input from the user: the CLI prints the message on one line and exits with status 2."""
-
-
-# --- signals -----------------------------------------------------------------------------------------------
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a job scheduler, a container stop), raised where Ctrl-C would raise KeyboardInterrupt."""
-
-
-_stopped_by: list[int] = []  # the signals received since handle_signals() was entered, in order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,73 +149,6 @@ class Stopping:
         (a lost backend, a write error: both exit 1), so the caller says why the rest did not run."""
         if self.error is not None:
             raise self.error
-
-
-def _record(signum: int) -> None:
-    _stopped_by.append(signum)
-
-
-def stopped_by() -> int | None:
-    """The first signal that stopped the current invocation, or None."""
-    return _stopped_by[0] if _stopped_by else None
-
-
-def signal_name(signum: int | None) -> str | None:
-    return None if signum is None else signal.Signals(signum).name
-
-
-def exit_code(interrupted: bool) -> int:
-    """0, or 128 + the signal: 130 for Ctrl-C (also when no signal was seen), 143 for SIGTERM."""
-    if not interrupted:
-        return 0
-    return 128 + (stopped_by() or signal.SIGINT)
-
-
-@contextlib.contextmanager
-def handle_signals() -> Iterator[None]:
-    """Within the block SIGINT raises ``KeyboardInterrupt`` and SIGTERM raises :class:`Terminated` (a
-    KeyboardInterrupt), each recorded for :func:`stopped_by`. Outside the main thread it does nothing."""
-    _stopped_by.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_signal(signum, frame) -> None:
-        _record(signum)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-class defer_signals:
-    """Within the block SIGINT and SIGTERM only set :attr:`hit` (and are recorded for :func:`stopped_by`);
-    the code inside checks ``hit`` where it can stop. On exit the previous handlers come back, and if a
-    signal came and ``reraise`` is set, it is raised then as it would have been."""
-
-    def __init__(self, reraise: bool = False) -> None:
-        self.hit = False
-        self.reraise = reraise
-        self._old: dict = {}
-
-    def __enter__(self) -> defer_signals:
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.hit = True
-        _record(signum)
-
-    def __exit__(self, exc_type, *exc) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-        if self.hit and self.reraise and exc_type is None:
-            raise Terminated() if stopped_by() == signal.SIGTERM else KeyboardInterrupt()
 
 
 # --- run directories ---------------------------------------------------------------------------------------

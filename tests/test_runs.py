@@ -12,7 +12,8 @@ import pytest
 
 from amsgrad_repro.cli import main
 from amsgrad_repro.report import check_volume
-from amsgrad_repro.runs import Ledger, RunDir, UsageError, defer_signals, strict, write_summary
+from amsgrad_repro.runs import Ledger, RunDir, UsageError, strict, write_summary
+from amsgrad_repro.signals import defer_signals
 
 
 def _files(directory):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from amsgrad_repro import runs
+from amsgrad_repro import signals
 from amsgrad_repro.runs import BackendLost, Ledger, RunDir, Stopping, WriteFailed, strict, write_summary
 
 
@@ -57,20 +57,20 @@ def test_unknown_status_is_refused():
 
 def test_a_stop_between_runs_keeps_the_finished_ones_and_names_the_signal(tmp_path, monkeypatch):
     """A signal after the first run: it stays complete, the second is "not started", the summary says SIGTERM."""
-    monkeypatch.setattr(runs, "_stopped_by", [signal.SIGTERM])
+    monkeypatch.setattr(signals, "_stopped_by", [signal.SIGTERM])
     run_dir = RunDir.claim(tmp_path / "online", "r", overwrite=False, logdir=str(tmp_path))
     ledger = _ledger("a", "b")
     with Stopping(ledger, run_dir) as stop:
         ledger.update("a", "running")
         ledger.update("a", "complete", steps_done=10)
-        raise runs.Terminated()
+        raise signals.Terminated()
     summary = {"runs": ledger.rows(), **ledger.outcome()}
     final, kept = stop.finish(summary, keep=ledger.has_results())
     stop.raise_error()  # nothing to raise: a signal is not an error
     saved = json.loads((final / "summary.json").read_text())
     assert kept and [r["status"] for r in saved["runs"]] == ["complete", "not started"]
     assert saved["status"] == "interrupted" and saved["stopped_by"] == "SIGTERM"
-    assert runs.exit_code(saved["interrupted"]) == 143
+    assert signals.exit_code(saved["interrupted"]) == 143
 
 
 def test_a_lost_backend_keeps_what_finished_and_is_raised_after_the_summary(tmp_path):

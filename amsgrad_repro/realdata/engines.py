@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..runs import Ledger, WriteFailed, defer_signals
+from ..runs import Ledger, WriteFailed
+from ..signals import defer_signals
 from .models import build_model
 
 if TYPE_CHECKING:

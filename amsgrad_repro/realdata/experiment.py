@@ -238,7 +238,7 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
 
     Raises :class:`UsageError` (nothing written) on bad input or missing data. Returns the summary; its
     ``interrupted`` field is true if a signal stopped the invocation, and every planned run is listed with
-    its status. Call it inside :func:`amsgrad_repro.runs.handle_signals` for SIGTERM to stop it like Ctrl-C.
+    its status. Call it inside :func:`amsgrad_repro.signals.handle_signals` for SIGTERM to stop it like Ctrl-C.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err

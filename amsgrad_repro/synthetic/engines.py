@@ -23,7 +23,8 @@ import numpy as np
 
 from ..events import EventWriter, ScalarRecord
 from ..optimizers import Choice
-from ..runs import Ledger, UsageError, WriteFailed, defer_signals
+from ..runs import Ledger, UsageError, WriteFailed
+from ..signals import defer_signals
 
 if TYPE_CHECKING:
     from ..cluster import Cluster

@@ -215,7 +215,7 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     Raises :class:`UsageError` (nothing written) on bad input. Returns the summary dict; its ``interrupted``
     field is true if a signal (Ctrl-C, SIGTERM) stopped the run, and every planned run is in ``runs`` with its
     status. ``out``/``err`` default to the current sys.stdout/stderr. Call it inside
-    :func:`amsgrad_repro.runs.handle_signals` for SIGTERM to stop it like Ctrl-C (the CLI does).
+    :func:`amsgrad_repro.signals.handle_signals` for SIGTERM to stop it like Ctrl-C (the CLI does).
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err

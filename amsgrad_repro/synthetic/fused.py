@@ -49,7 +49,7 @@ import numba
 import numpy as np
 
 from ..optimizers import Choice, resolve
-from ..runs import defer_signals
+from ..signals import defer_signals
 from . import lanes
 from .arith import _as, _fma, _lerp
 from .functions import DTYPES, LinearFunctions

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..cluster import Cluster, ClusterLost, add_ray_flags, connect
 from ..optimizers import parse_spec, resolve
-from ..runs import RunDir, UsageError, WriteFailed, defer_signals, exit_code, write_summary, writing
+from ..runs import RunDir, UsageError, WriteFailed, write_summary, writing
+from ..signals import defer_signals, exit_code
 from ..values import add_dtype_flag, add_output_flags, count
 from .config import ProblemConfig
 from .engines import fused_task, ray_chunk
