@@ -55,7 +55,6 @@ import numpy as np
 from .optimizers import ZOO, resolve
 from .runs import UsageError
 from .synthetic.config import ProblemConfig
-from .synthetic.fused import FusedRun, simulate
 from .values import count
 
 _CHILD = """
@@ -88,9 +87,12 @@ def time_trial(setting: str, optimizer: str, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def time_fused(setting: str, runs: list[FusedRun], steps: int, simd: bool | None = None) -> float:
-    """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer); ``simd`` as
-    :func:`~amsgrad_repro.synthetic.fused.simulate` takes it."""
+def time_fused(setting: str, runs: list, steps: int, simd: bool | None = None) -> float:
+    """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer); ``runs`` are
+    :class:`~amsgrad_repro.synthetic.fused.FusedRun`; ``simd`` as :func:`~amsgrad_repro.synthetic.fused.simulate`
+    takes it."""
+    from .synthetic.fused import simulate
+
     start = time.perf_counter()
     simulate([_functions(setting)], runs, steps, log_every=1000, on_log=lambda *a: None, simd=simd)
     return time.perf_counter() - start
@@ -297,6 +299,8 @@ def _time_real(args: argparse.Namespace, torch) -> dict:
 
 
 def _run_synthetic(args: argparse.Namespace) -> dict:
+    from .synthetic.fused import FusedRun, simulate  # here, not at the top: the CLI's --help needs no kernel
+
     one = [FusedRun.of(args.optimizer)]
     many = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i)) for i in range(args.runs)]
     start = time.perf_counter()

@@ -30,7 +30,7 @@ from .report import one_line
 from .runs import BackendLost, UsageError, WriteFailed
 from .schedules import BETA1_SCHEDULES, LR_SCHEDULES
 from .signals import exit_code, handle_signals
-from .synthetic.experiment import Config, ProblemConfig, run
+from .synthetic.config import Config, ProblemConfig
 from .synthetic.functions import PRESETS
 from .values import add_dtype_flag, add_output_flags, count, lr_values, seed_values
 
@@ -406,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 summary = run_real(real_config_from_args(args))
             else:
+                from .synthetic.experiment import run  # here, not at the top: --help needs no kernel or writer
+
                 summary = run(config_from_args(args))
         except UsageError as e:
             print(f"{PROG}: error: {one_line(str(e))}", file=sys.stderr)

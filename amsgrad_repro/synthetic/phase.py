@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..cluster import Cluster, ClusterLost, add_ray_flags, connect
@@ -38,9 +37,7 @@ from ..runs import RunDir, UsageError, WriteFailed, write_summary, writing
 from ..signals import defer_signals, exit_code
 from ..values import add_dtype_flag, add_output_flags, count
 from .config import ProblemConfig
-from .engines import fused_task, ray_chunk
 from .functions import PRESETS
-from .fused import FusedRun, simulate
 
 #: cells per fused call: enough to fill the lane kernel's blocks on every core (:mod:`.lanes`); a signal loses
 #: nothing by it (the cells of a cut batch are kept with the step they reached)
@@ -98,6 +95,8 @@ def run_grid(
     """Every cell through the fused engine: in batches of :data:`BATCH` through :func:`simulate` in this process,
     or, with ``cluster``, as Ray tasks of :func:`~amsgrad_repro.synthetic.engines.ray_chunk` cells (one CPU
     each). A signal stops it with the finished cells kept (``interrupted``)."""
+    from .fused import FusedRun, simulate  # imported where used: building the CLI's parser loads no kernel
+
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
     cells = [(k, i, j) for k in range(len(specs)) for i in range(len(beta1s)) for j in range(len(beta2s))]
     shape = (len(specs), len(beta1s), len(beta2s))
@@ -137,6 +136,8 @@ def run_grid(
 
 
 def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice, steps: int, bar, grid: Grid) -> None:
+    from .engines import fused_task, ray_chunk
+
     size = ray_chunk(len(cells), cluster.cpus(), steps)
     jobs = []
     for start in range(0, len(cells), size):
@@ -288,6 +289,9 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
         f"{args.steps:,} steps each, {args.dtype}; x* = {problem.x_star:+g}; writing to {run_dir.final}"
     )
+    from tqdm.auto import tqdm
+
+    from .engines import ray_chunk
     from .fused import kernel_cached, lanes_take
 
     if cluster is not None:
