@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from amsgrad_repro.synthetic.engines import ray_chunk
+
 pytest.importorskip("ray")
 
 pytestmark = pytest.mark.slow
@@ -87,7 +89,8 @@ def _finals(summary: dict) -> list:
 
 def test_a_lost_node_s_tasks_are_retried_elsewhere_and_change_nothing(two_nodes, tmp_path, read_summary, read_scalars):
     address, raylet = two_nodes
-    # 8 runs of 2e8 steps, a task each (about a second on one core): both nodes get tasks
+    # 8 runs of 2e8 steps in tasks of ray_chunk's size (2 runs here, a few seconds on one core): both nodes get tasks
+    tasks = -(-8 // ray_chunk(8, 2, int(2e8), int(2e8 // 1e7) + 1))
     argv = ["stochastic", "--seed", "0:4", "--steps", "2e8", "--log-every", "1e7", "--logdir", tmp_path]
     proc = _cli([*argv, "--run-name", "lost-node", "--ray", address])
     deadline, workers = time.monotonic() + 900, []  # a hang guard only: a busy machine is slow
@@ -107,7 +110,7 @@ def test_a_lost_node_s_tasks_are_retried_elsewhere_and_change_nothing(two_nodes,
     assert len(nodes["nodes_seen"]) == 2 and len(nodes["nodes_lost"]) == 1
     (lost,) = nodes["nodes_lost"]
     assert lost not in nodes["results_by_node"]  # its task never returned from it: the other node ran it again
-    assert sum(nodes["results_by_node"].values()) == 8
+    assert sum(nodes["results_by_node"].values()) == tasks  # a result per task, each from a live node
     assert f"Ray: lost 1 of 2 node(s) while running ({lost})" in out
 
     # nothing left running: the dead node's workers are gone, and no task of ours runs anywhere
