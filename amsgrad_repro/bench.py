@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -56,6 +57,9 @@ from .optimizers import ZOO, resolve
 from .runs import UsageError
 from .synthetic.config import ProblemConfig
 from .values import count
+
+if TYPE_CHECKING:
+    from .synthetic.fused import FusedRun
 
 _CHILD = """
 import resource, sys, time
@@ -87,11 +91,10 @@ def time_trial(setting: str, optimizer: str, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def time_fused(setting: str, runs: list, steps: int, simd: bool | None = None) -> float:
-    """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer); ``runs`` are
-    :class:`~amsgrad_repro.synthetic.fused.FusedRun`; ``simd`` as :func:`~amsgrad_repro.synthetic.fused.simulate`
-    takes it."""
-    from .synthetic.fused import simulate
+def time_fused(setting: str, runs: list[FusedRun], steps: int, simd: bool | None = None) -> float:
+    """Seconds for ``steps`` steps of every run at once (logging every 1000 steps, no writer); ``simd`` as
+    :func:`~amsgrad_repro.synthetic.fused.simulate` takes it."""
+    from .synthetic.fused import simulate  # here, not at the top: the CLI's --help needs no kernel
 
     start = time.perf_counter()
     simulate([_functions(setting)], runs, steps, log_every=1000, on_log=lambda *a: None, simd=simd)
