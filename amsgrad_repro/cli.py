@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.I)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+        self.exit(2, one_line(message, f"{self.prog}: error: ", " (see --help)") + "\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -410,10 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 summary = run(config_from_args(args))
         except UsageError as e:
-            print(f"{PROG}: error: {one_line(str(e))}", file=sys.stderr)
+            print(one_line(str(e), f"{PROG}: error: "), file=sys.stderr)
             return 2
         except (BackendLost, WriteFailed) as e:  # what finished is kept (summary.json says which); the rest not run
-            print(f"{PROG}: error: {one_line(str(e))}", file=sys.stderr)
+            print(one_line(str(e), f"{PROG}: error: "), file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # a stop before anything was written (runs catch it themselves after that)
             print(f"{PROG}: interrupted", file=sys.stderr)

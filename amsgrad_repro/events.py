@@ -35,6 +35,7 @@ from pathlib import Path
 import google_crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
+from .files import create_new
 from .runs import WriteFailed
 
 #: write the buffer out when it holds this many bytes (a scalar record is about 40-50 bytes)
@@ -81,7 +82,8 @@ class EventWriter:
         self._last_write = time.monotonic()
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb", buffering=0)  # closed by close()
+            # a new file, never one that exists and never through a link (files.create_new); closed by close()
+            self._file = os.fdopen(create_new(self.path), "wb", buffering=0)
         except OSError as e:
             raise WriteFailed(self.path, e) from None
         version = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")

@@ -25,27 +25,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .files import NotAFile, atomic_file, open_regular, read_regular
 from .optimizers import ALIASES, ZOO
 from .realdata.config import MODEL_DEFAULTS
 from .runs import STATUSES, UsageError
 
 _SEED = re.compile(r"^seed=(\d+)$")
+#: the largest summary.json plot reads: 1,000,000 runs (the most an invocation may plan) of ~500 bytes each
+MAX_SUMMARY_BYTES = 512 << 20
+#: the most bytes of event files plot reads for one run: a run's planned events are ~1 GB at most (docs/runs.md),
+#: and TensorBoard's reader holds every scalar in memory (~100 bytes each, for 50 bytes on disk)
+MAX_EVENT_FILE_BYTES = 1 << 30
 
 
 def read_summary(path: Path) -> dict:
     """A summary.json, or a :class:`UsageError` naming the file and what is wrong with it."""
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(read_regular(path, MAX_SUMMARY_BYTES))
+    except NotAFile as e:
+        raise UsageError(f"{e}: not a run summary") from None
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is not valid JSON ({e}): the run directory is damaged") from None
+    except RecursionError:
+        raise UsageError(f"{path} is nested too deeply to be a run summary") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("runs"), list):
         raise UsageError(f"{path} is not a run summary (no list of runs)")
     for row in summary["runs"]:
@@ -63,6 +74,19 @@ def read_scalars(directory: Path) -> dict[str, tuple[list[int], list[float]]]:
     own event reader. A damaged event file is a :class:`UsageError` naming the directory."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    total = 0
+    for path in directory.glob("events.out.tfevents.*"):  # what the reader will open: regular files only
+        try:
+            with open_regular(path, MAX_EVENT_FILE_BYTES) as f:
+                total += os.fstat(f.fileno()).st_size
+        except NotAFile as e:
+            raise UsageError(f"{e}: not a TensorBoard event file") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    if total > MAX_EVENT_FILE_BYTES:
+        raise UsageError(
+            f"{directory} holds {total:,} bytes of events, more than plot reads ({MAX_EVENT_FILE_BYTES:,} B)"
+        )
     acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
     try:
         acc.Reload()
@@ -317,12 +341,14 @@ def run(args: argparse.Namespace) -> int:
         if path.exists() and not path.is_file():  # /dev/null, a fifo: not a place for a figure
             plt.close(fig)
             raise PlotError(f"--out {path} is not a regular file")
-    try:
+    path = png
+    try:  # each figure is written whole or not at all, never through a link (files.atomic_file)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=130)
-        fig.savefig(svg)
+        for path, kwargs in ((png, {"dpi": 130}), (svg, {})):
+            with atomic_file(path) as f:
+                fig.savefig(f, format=path.suffix[1:], **kwargs)
     except OSError as e:
-        raise PlotError(f"cannot write {png}: {e.strerror or e}") from None
+        raise PlotError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         plt.close(fig)
     print(f"wrote {png} and {svg}")

@@ -54,10 +54,14 @@ def check_volume(runs: int, scalars: int, allow_large: bool) -> str:
 MAX_LINE = 300
 
 
-def one_line(message: str) -> str:
-    """``message`` on one screen line: newlines become spaces, and past :data:`MAX_LINE` characters it is cut."""
+def one_line(message: str, prefix: str = "", suffix: str = "") -> str:
+    """``prefix + message + suffix`` on one screen line of at most :data:`MAX_LINE` characters: newlines become
+    spaces, and the message is cut (with "…") so that the whole line fits, prefix and suffix included."""
     text = " ".join(message.split())
-    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 1] + "…"
+    room = max(MAX_LINE - len(prefix) - len(suffix), 1)
+    if len(text) > room:
+        text = text[: room - 1] + "…"
+    return f"{prefix}{text}{suffix}"
 
 
 def fmt_bytes(n: float) -> str:

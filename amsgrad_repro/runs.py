@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from .files import NotAFile, create_new, open_regular, read_regular, write_atomic
 from .signals import defer_signals, signal_name, stopped_by
 
 #: a run's status in summary.json
@@ -104,11 +105,15 @@ class Stopping:
     def __init__(self, ledger: Ledger, run_dir: RunDir) -> None:
         self.ledger, self.run_dir = ledger, run_dir
         self.error: BackendLost | WriteFailed | None = None
+        self._held: defer_signals | None = None
 
     def __enter__(self) -> Stopping:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        # From the end of the runs until finish() has written the summary, a signal (a second Ctrl-C, a SIGTERM
+        # right after the first) only waits: it cannot leave a run directory without its summary.
+        self._held = defer_signals().__enter__()
         if exc_type is None:
             return False
         if issubclass(exc_type, WriteFailed):
@@ -119,8 +124,14 @@ class Stopping:
             self.ledger.stop()
             self.error = exc if isinstance(exc, BackendLost) else None
             return True
+        self._let_go()
         self.run_dir.release(keep=False)  # a failure before anything ran (or a bug)
         return False
+
+    def _let_go(self) -> None:
+        if self._held is not None:
+            self._held.__exit__(None, None, None)
+            self._held = None
 
     def finish(self, summary: dict, keep: bool, records: Callable[[], None] | None = None) -> tuple[Path, bool]:
         """Write ``records()`` (the runs' other last files: TensorBoard's HParams sessions) and ``summary``, if
@@ -128,6 +139,12 @@ class Stopping:
         Returns where the run is and whether it was kept. After a write error the new run replaces no old one
         (the staging directory is removed, the old run stays as it was), and a summary that cannot be written
         either means nothing is kept: a directory without its summary would only block the name."""
+        try:
+            return self._finish(summary, keep, records)
+        finally:
+            self._let_go()
+
+    def _finish(self, summary: dict, keep: bool, records: Callable[[], None] | None) -> tuple[Path, bool]:
         with defer_signals():
             if keep and records is not None:
                 try:
@@ -154,23 +171,38 @@ class Stopping:
 # --- run directories ---------------------------------------------------------------------------------------
 
 
-def _lock(directory: Path) -> int | None:
-    """An exclusive flock on ``directory/.lock`` holding our pid, or None if another live process holds it."""
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+def _lock(directory: Path, new: bool = True) -> int | None:
+    """An exclusive flock on ``directory/.lock``, or None if another live process holds it.
+
+    ``new``: a directory this process has just made; the lock file is created (never opened through a link:
+    :func:`~amsgrad_repro.files.create_new`) and holds our pid. Otherwise it is an old run's directory being
+    taken over: its ``.lock`` is only locked, never written, and it must be a regular file, not a link (a link
+    there is refused: a :class:`UsageError`)."""
+    path = directory / ".lock"
+    if new:
+        fd = create_new(path)
+    else:
+        try:
+            with open_regular(path, limit=1 << 10, follow=False) as f:
+                fd = os.dup(f.fileno())
+        except FileNotFoundError:  # a run directory without a lock file (an older version's): make one
+            fd = create_new(path)
+        except NotAFile as e:
+            raise UsageError(f"{e}: {directory} is not a run directory this package can take over") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    if new:
+        os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
 def _owner(directory: Path) -> str:
     try:
-        return (directory / ".lock").read_text().strip() or "?"
-    except OSError:
+        return read_regular(directory / ".lock", limit=64, follow=False).decode(errors="replace").strip() or "?"
+    except (OSError, NotAFile):
         return "?"
 
 
@@ -223,7 +255,17 @@ class RunDir:
     def claim(cls, base: Path, run_name: str | None, overwrite: bool, logdir: str) -> RunDir:
         """Create and lock ``base/<run-name>``. A default (timestamp) name gets a ``-2``, ``-3``… suffix when
         taken; an explicit name that exists is a :class:`UsageError` unless ``overwrite``, and even then
-        refused while another process holds it. Everything this creates is removed again on a UsageError."""
+        refused while another process holds it. Everything this creates is removed again on a UsageError.
+        Signals wait meanwhile: a Ctrl-C cannot leave a directory made but not locked."""
+        with defer_signals() as held:
+            run_dir = cls._claim(base, run_name, overwrite, logdir)
+            if held.hit:  # stopped before anything ran: nothing to keep, the name stays free
+                run_dir.release(keep=False)
+        held.raise_if_hit()
+        return run_dir
+
+    @classmethod
+    def _claim(cls, base: Path, run_name: str | None, overwrite: bool, logdir: str) -> RunDir:
         if not logdir:
             raise UsageError("--logdir must name a directory (it is empty)")
         if run_name is not None:
@@ -251,7 +293,7 @@ class RunDir:
                 raise UsageError(f"run directory {final} already exists: pick another --run-name or pass --overwrite")
             if final.is_symlink() or not final.is_dir():
                 raise UsageError(f"{final} exists and is not a run directory: remove it or pick another --run-name")
-            old_lock = _lock(final)
+            old_lock = _lock(final, new=False)
             if old_lock is None:
                 raise UsageError(
                     f"run directory {final} is being written by another process (pid {_owner(final)}): "
@@ -408,16 +450,13 @@ def strict(value: object) -> object:
 
 
 def write_summary(run_dir: Path, summary: dict, name: str = "summary.json") -> Path:
-    """Write ``summary`` as strict JSON, atomically (a temporary file renamed into place). Raises
-    :class:`WriteFailed` (and leaves no temporary file) if the disk refuses it."""
+    """Write ``summary`` as strict JSON, atomically and never through a link (a new temporary file renamed into
+    place: :func:`~amsgrad_repro.files.write_atomic`). Raises :class:`WriteFailed` (and leaves no temporary
+    file) if the disk refuses it."""
     path = run_dir / name
-    tmp = path.with_name(f".{name}.tmp")
     text = json.dumps(strict(summary), indent=2, allow_nan=False) + "\n"
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text.encode())
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise WriteFailed(path, e) from None
     return path

@@ -95,5 +95,10 @@ class defer_signals:
     def __exit__(self, exc_type, *exc) -> None:
         for s, handler in self._old.items():
             signal.signal(s, handler)
-        if self.hit and self.reraise and exc_type is None:
+        if self.reraise and exc_type is None:
+            self.raise_if_hit()
+
+    def raise_if_hit(self) -> None:
+        """Raise the signal that came within the block, if one did, as it would have been raised."""
+        if self.hit:
             raise Terminated() if stopped_by() == signal.SIGTERM else KeyboardInterrupt()

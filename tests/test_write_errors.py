@@ -192,12 +192,25 @@ def test_a_summary_that_does_not_fit_keeps_nothing_and_leaves_no_temporary(tmp_p
     assert rows["adam"]["status"] == "complete"
     assert rows["amsgrad"]["status"] == "failed" and "No space left" in rows["amsgrad"]["error"]
 
-    def full(self, *a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_fdopen = os.fdopen
 
-    monkeypatch.setattr(Path, "write_text", full)
+    class Full:  # a file on a full disk: every write fails
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
     final, kept = stop.finish({"runs": ledger.rows(), **ledger.outcome()}, keep=True)
     assert not kept and not final.exists()
+    assert not final.parent.exists()  # nothing left (the parents it made, a temporary summary)
     with pytest.raises(WriteFailed, match="No space left"):
         stop.raise_error()
 

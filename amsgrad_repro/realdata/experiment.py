@@ -272,9 +272,9 @@ def jobs_for(cfg: RealConfig, runs: int, device: str) -> int:
 
 def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volume: str, cluster: Cluster | None,
          pool: Pool | None, out: TextIO, err: TextIO) -> dict:  # fmt: skip
-    run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
+    run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
     with Stopping(ledger, run_dir) as stop:
         _header(cfg, data, runs, run_dir, device, out)
         print(f"  writing {volume}", file=out)

@@ -229,9 +229,9 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
 
 
 def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO, err: TextIO) -> dict:
-    run_dir = claim_run_dir(cfg)
     ledger = Ledger(_planned(r) for r in runs)
     start = time.perf_counter()
+    run_dir = claim_run_dir(cfg)
     with Stopping(ledger, run_dir) as stop:
         _print_header(cfg, problem, runs, run_dir, engine, why, out)
         print(f"  writing {volume}", file=out)

@@ -32,7 +32,9 @@ import numpy as np
 
 from .. import __version__
 from ..cluster import Cluster, ClusterLost, add_ray_flags, connect
+from ..files import atomic_file
 from ..optimizers import parse_spec, resolve
+from ..report import one_line
 from ..runs import RunDir, UsageError, WriteFailed, write_summary, writing
 from ..signals import defer_signals, exit_code
 from ..values import add_dtype_flag, add_output_flags, count
@@ -281,9 +283,9 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, problem_cfg, specs, b1, b2, cells, cluster)
 
 
-def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None) -> int:
-    run_dir = RunDir.claim(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
-    out = run_dir.path
+def _start_grid(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None,
+                run_dir: RunDir) -> tuple[Grid, float]:  # fmt: skip
+    """Say what runs where, then run the grid: (the grid, when it started)."""
     problem = problem_cfg.functions()
     print(
         f"phase: {', '.join(specs)} on {args.setting}/{args.preset}, {len(b1)} β1 × {len(b2)} β2 = {cells} cells, "
@@ -301,16 +303,19 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         print("  compiling kernels (first run only, 5-15 s) ...")
     sys.stdout.flush()
     start = time.perf_counter()
-    try:
-        with tqdm(
-            total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
-        ) as bar:
-            grid = run_grid(problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar, cluster)
-            final_x, _, interrupted = grid
-    except BaseException:
-        run_dir.release(keep=False)
-        raise
-    elapsed = time.perf_counter() - start
+    with tqdm(
+        total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
+    ) as bar:
+        grid = run_grid(problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar, cluster)
+    return grid, start
+
+
+def _keep(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None,
+          run_dir: RunDir, grid: Grid, elapsed: float) -> Path | None:  # fmt: skip
+    """Write phase.csv, the maps and phase.json and release the run directory: where it is, or None when no
+    cell took a step (then nothing is kept)."""
+    final_x, interrupted = grid.final_x, grid.interrupted
+    problem = problem_cfg.functions()
     done = int(np.isfinite(final_x).sum())
     failed = {cell: error for cell, error in grid.failed}
     for error in sorted(set(failed.values())):
@@ -319,7 +324,7 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
     if done + stopped == 0:
         run_dir.release(keep=False)
         print(f"phase: {'interrupted' if interrupted else 'stopped'} before any cell took a step: nothing kept")
-        return _exit(grid)
+        return None
 
     status = "interrupted" if interrupted else ("failed" if failed else "complete")
     meta = {
@@ -344,17 +349,34 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         "elapsed_seconds": elapsed,
         "version": __version__,
     }
-    # The outputs are written whole or not at all: signals wait until they are (a few seconds at most), and a
-    # write error (a full disk) removes the new directory, leaving any old run of the name as it was.
+    _write_outputs(run_dir.path, args, specs, b1, b2, grid, failed, problem.x_star, meta)
+    return run_dir.release(keep=True)
+
+
+def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None) -> int:
+    run_dir = RunDir.claim(Path(args.logdir) / "phase" / args.setting, args.run_name, args.overwrite, args.logdir)
+    try:  # from the claim on: a signal or an error before the grid has a result gives the name back
+        grid, start = _start_grid(args, problem_cfg, specs, b1, b2, cells, cluster, run_dir)
+        final_x, _, interrupted = grid
+    except BaseException:
+        run_dir.release(keep=False)
+        raise
+    elapsed = time.perf_counter() - start
+    # From the grid's end to the last output a signal waits (a few seconds at most): the outputs are written
+    # whole or not at all, and a write error (a full disk) removes the new directory, leaving any old run as it was.
     with defer_signals() as held:
         try:
-            _write_outputs(out, args, specs, b1, b2, grid, failed, problem.x_star, meta)
+            final = _keep(args, problem_cfg, specs, b1, b2, cells, cluster, run_dir, grid, elapsed)
         except BaseException as e:
             run_dir.release(keep=False)
             if isinstance(e, OSError):  # not from a file _write_outputs names (matplotlib's own temporaries)
-                raise WriteFailed(out, e) from None
+                raise WriteFailed(run_dir.path, e) from None
             raise
-        final = run_dir.release(keep=True)
+    if final is None:
+        return _exit(grid)
+    done = int(np.isfinite(final_x).sum())
+    stopped = int(((grid.steps_done > 0) & ~np.isfinite(final_x)).sum())  # cells a signal cut part-way
+    status = "interrupted" if interrupted else ("failed" if grid.failed else "complete")
     for k, spec in enumerate(specs):
         finished = final_x[k][np.isfinite(final_x[k])]
         if finished.size:
@@ -389,7 +411,7 @@ def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_s
     final_x, regret = grid.final_x, grid.regret
     import matplotlib.pyplot as plt
 
-    with writing(out / "phase.csv"), open(out / "phase.csv", "w", newline="") as f:
+    with writing(out / "phase.csv"), atomic_file(out / "phase.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["optimizer", "beta1", "beta2", "final_x", "average_regret", "status", "steps_done"])
         for k, spec in enumerate(specs):
@@ -413,8 +435,8 @@ def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_s
         files = [f"{name}.png", *([f"{name}.svg"] if vector else [])]  # not with_suffix: "lr-0.01" has a dot
         try:
             for file in files:
-                with writing(out / file):
-                    fig.savefig(out / file, **({"dpi": 110} if file.endswith(".png") else {}))
+                with writing(out / file), atomic_file(out / file) as f:
+                    fig.savefig(f, format=file[-3:], **({"dpi": 110} if file.endswith(".png") else {}))
         finally:
             plt.close(fig)
         maps[spec] = files
@@ -424,6 +446,6 @@ def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_s
 def _exit(grid: Grid) -> int:
     """1 if the Ray cluster was lost (said on stderr), else 0 or the signal's code."""
     if grid.lost is not None:
-        print(f"amsgrad_repro: error: {grid.lost}", file=sys.stderr)
+        print(one_line(str(grid.lost), "amsgrad_repro: error: "), file=sys.stderr)
         return 1
     return exit_code(grid.interrupted)
