@@ -55,6 +55,7 @@ import numpy as np
 
 from .optimizers import ZOO, resolve
 from .runs import UsageError
+from .signals import raise_stop
 from .synthetic.config import ProblemConfig
 from .values import count
 
@@ -97,7 +98,9 @@ def time_fused(setting: str, runs: list[FusedRun], steps: int, simd: bool | None
     from .synthetic.fused import simulate  # here, not at the top: the CLI's --help needs no kernel
 
     start = time.perf_counter()
-    simulate([_functions(setting)], runs, steps, log_every=1000, on_log=lambda *a: None, simd=simd)
+    result = simulate([_functions(setting)], runs, steps, log_every=1000, on_log=lambda *a: None, simd=simd)
+    if result.interrupted:  # Ctrl-C stopped the kernel at a window's end: stop bench, not just this timing
+        raise_stop()
     return time.perf_counter() - start
 
 
@@ -311,7 +314,9 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
     jit = time.perf_counter() - start
     simulate([_functions(args.setting)], many, 10)
 
+    print(f"bench: timing {args.trial_steps:,} Trial steps ...", flush=True)
     trial_s = time_trial(args.setting, args.optimizer, args.trial_steps)
+    print(f"bench: timing {args.fused_steps:,} fused steps (1 run, then {args.runs} at once) ...", flush=True)
     fused_s = time_fused(args.setting, one, args.fused_steps)
     many_s = time_fused(args.setting, many, args.fused_steps)
     trial_rate = args.trial_steps / trial_s

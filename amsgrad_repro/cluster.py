@@ -27,6 +27,7 @@ Faults, and who handles them:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from .report import one_line
 from .runs import BackendLost, TaskFailed, UsageError
 
 #: how many times Ray re-runs a task whose worker process died
@@ -56,15 +58,79 @@ def _import_ray():
     return ray
 
 
+#: what an HTTP/2 client sends first (RFC 9113, 3.4): the preface, then an empty SETTINGS frame
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+#: the most seconds the probe of a head's address waits for its answer
+PROBE_SECONDS = 10.0
+
+
 def _check_reachable(address: str, timeout: float) -> None:
-    """A host:port that does not accept a TCP connection is an error now, not after Ray's long retries."""
+    """A ``host:port`` that is not a Ray head is an error now, in one line, not an endless wait in ``ray.init``.
+
+    A Ray head's address is its GCS server, which speaks gRPC, that is HTTP/2: given HTTP/2's client preface it
+    answers with a SETTINGS frame. So the probe connects (bounded), sends the preface and waits (bounded, at most
+    :data:`PROBE_SECONDS`) for the 9-byte frame header of a SETTINGS frame. Nothing listening, a server that stays
+    silent, or one that answers something else (an HTTP/1 server's ``HTTP/1.1 400``) is a :class:`UsageError`
+    saying which. (A gRPC server that is not Ray passes the probe; ``ray.init`` then gets the bound of
+    :meth:`Cluster.connect`.)"""
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--ray: {address!r} is not an address (use host:port, or auto, or nothing for local)")
+    bound = min(timeout, PROBE_SECONDS)
     try:
-        socket.create_connection((host, int(port)), timeout=min(timeout, 10.0)).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=bound) as conn:
+            conn.settimeout(bound)
+            conn.sendall(_H2_PREFACE)
+            answer = b""
+            deadline = time.monotonic() + bound
+            while len(answer) < 9 and time.monotonic() < deadline:
+                conn.settimeout(max(deadline - time.monotonic(), 0.01))
+                chunk = conn.recv(64)  # a SETTINGS frame's header is 9 bytes; more says what else answered
+                if not chunk:
+                    break
+                answer += chunk
+    except TimeoutError:
+        raise UsageError(
+            f"--ray: the server at {address} accepted a connection but did not answer as a Ray head (gRPC) "
+            f"within {bound:g} s: is it a Ray cluster's head (the address `ray start --head` printed)?"
+        ) from None
     except OSError as e:
         raise UsageError(f"--ray: no Ray cluster answers at {address} ({e.strerror or e})") from None
+    if len(answer) < 9 or answer[3] != 0x04:
+        said = answer.decode("latin-1")[:40].encode("unicode_escape").decode() if answer else "nothing"
+        raise UsageError(
+            f"--ray: the server at {address} is not a Ray head: it answered {said!r}, not gRPC's HTTP/2 "
+            "(give the address `ray start --head` printed)"
+        )
+
+
+#: the least seconds joining a cluster may take before the driver gives up (``--ray-timeout`` if longer): Ray's own
+#: start-up on a busy 2-core machine takes several seconds, and a wrong server must not hang it for ever
+JOIN_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def _watchdog(seconds: float, address: str) -> Iterator[None]:
+    """Within the block, ``seconds`` is the bound: past it the process says so in one line and exits with status 2
+    (``ray.init`` can block in Ray's C++ core, where neither a timeout nor Ctrl-C reaches it). Nothing has been
+    written by then: a cluster is joined before a run directory is claimed."""
+
+    def give_up() -> None:
+        line = one_line(
+            f"--ray {address}: Ray did not connect within {seconds:g} s (a server answers there, but not as a Ray "
+            "head would); nothing was written",
+            "amsgrad_repro: error: ",
+        )
+        os.write(2, (line + "\n").encode(errors="replace"))
+        os._exit(2)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 class Cluster:
@@ -103,7 +169,8 @@ class Cluster:
                 os.environ.setdefault("RAY_worker_niceness", "0")
                 ray.init(num_cpus=cpus, **kwargs)  # the CPUs this process may use (a container's, a taskset's)
             else:
-                ray.init(address=address, **kwargs)
+                with _watchdog(max(timeout, JOIN_SECONDS), address):
+                    ray.init(address=address, **kwargs)
         except ConnectionError as e:
             hint = (
                 "" if address is None else " (a cluster with token authentication needs RAY_AUTH_MODE=token here too)"

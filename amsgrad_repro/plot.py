@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     for d in args.run_dirs:
         if not d.is_dir():
             raise PlotError(f"{d} is not a directory")
-        if not (d / "summary.json").is_file():  # a setting folder (logs/online), a run's own folder (…/adam)
+        if not (d / "summary.json").exists():  # a setting folder (logs/online), a run's own folder (…/adam)
             raise PlotError(f"{d} has no summary.json: give run directories, LOGDIR/SETTING/RUN_NAME")
         read_summary(d / "summary.json")
     if args.out is not None and (str(args.out) in ("", ".") or args.out.name in ("", ".", "..")):

@@ -101,4 +101,10 @@ class defer_signals:
     def raise_if_hit(self) -> None:
         """Raise the signal that came within the block, if one did, as it would have been raised."""
         if self.hit:
-            raise Terminated() if stopped_by() == signal.SIGTERM else KeyboardInterrupt()
+            raise_stop()
+
+
+def raise_stop() -> None:
+    """Raise what the first signal received raises (:class:`Terminated` for SIGTERM, else KeyboardInterrupt):
+    for code that saw a stop reported (a kernel's ``interrupted``) and must now stop its caller too."""
+    raise Terminated() if stopped_by() == signal.SIGTERM else KeyboardInterrupt()
