@@ -49,9 +49,11 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from ..files import NotAFile, open_regular
 from ..runs import UsageError
 
 DATA_SETS = ("mnist", "fashion-mnist", "cifar10")
@@ -124,13 +126,27 @@ class DataSet:
 MAX_FILE_BYTES = 1 << 28
 
 
+def _regular(path: Path, limit: int = MAX_FILE_BYTES) -> BinaryIO:
+    """``path`` open for reading, once it is known to be a regular file of at most ``limit`` bytes (a FIFO, a
+    device or a 5 GiB sparse file is a DataError, never a wait or a MemoryError: :mod:`amsgrad_repro.files`)."""
+    try:
+        return open_regular(path, limit)
+    except NotAFile as e:
+        raise DataError(f"{e}: not a data file of the expected kind") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def _open(path: Path) -> io.BufferedIOBase:
     """A file's content as a stream, gunzipped (lazily: a read of n bytes decompresses about n) when it starts
     with gzip's magic number."""
     try:
-        raw = path.read_bytes()
+        with _regular(path) as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:  # it grew while being read
+        raise DataError(f"{path} holds more than {MAX_FILE_BYTES:,} bytes: not a data file of the expected kind")
     return gzip.GzipFile(fileobj=io.BytesIO(raw)) if raw[:2] == b"\x1f\x8b" else io.BytesIO(raw)
 
 
@@ -208,18 +224,69 @@ def read_idx_dir(name: str, directory: Path) -> DataSet:
 
 
 def read_keras_npz(name: str, path: Path) -> DataSet:
-    """Keras' ``mnist.npz``: four arrays, read without unpickling."""
+    """Keras' ``mnist.npz``: four arrays, read without unpickling, and no further than their headers declare.
+
+    ``numpy.load`` trusts a member's header: a header declaring 1 TiB allocates 1 TiB, and a compressed member
+    decompresses as far as it goes. Here each member's declared size (the zip directory's, then the ``.npy``
+    header's shape × item size, both Python integers) is checked against :data:`MAX_FILE_BYTES` before a byte of it
+    is read, and exactly that many bytes are then decompressed."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(f"{path} is a single .npy array, not an .npz archive of x_train, y_train, x_test, y_test")
-        with loaded as f:
-            arrays = {key: f[key] for key in _IDX}
-    except KeyError as e:
-        raise DataError(f"{path} has no array {e} (expected x_train, y_train, x_test, y_test)") from None
+        with _regular(path) as f:
+            head = f.read(6)
+            if head == b"\x93NUMPY":
+                raise DataError(
+                    f"{path} is a single .npy array, not an .npz archive of x_train, y_train, x_test, y_test"
+                )
+            if head[:4] != b"PK\x03\x04":
+                raise DataError(f"{path} is not an .npz archive of x_train, y_train, x_test, y_test (no zip header)")
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                arrays = {key: _npz_member(archive, key, path) for key in _IDX}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"{path} is not a readable .npz file ({e})") from None
     return _checked(name, str(path), arrays, (28, 28))
+
+
+def _npz_member(archive: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
+    """One array of an .npz archive, its sizes checked before it is read (see :func:`read_keras_npz`)."""
+    try:
+        info = archive.getinfo(f"{key}.npy")
+    except KeyError:
+        raise DataError(f"{path} has no array '{key}' (expected x_train, y_train, x_test, y_test)") from None
+    if info.file_size > MAX_FILE_BYTES:
+        raise DataError(f"{path}: '{key}' declares {info.file_size:,} bytes, more than a data file may have")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise DataError(f"{path}: '{key}' is an .npy file of version {version}, not 1.0 or 2.0")
+        if dtype.hasobject:
+            raise DataError(f"{path}: '{key}' holds Python objects, not numbers")
+        size = math.prod(shape) * dtype.itemsize  # Python integers: a forged header cannot overflow
+        if size > MAX_FILE_BYTES or size > info.file_size:
+            dims = " × ".join(map(str, shape))
+            raise DataError(f"{path}: '{key}' declares {dims} × {dtype.itemsize} = {size:,} bytes, not a data file")
+        data = member.read(size)
+    if len(data) != size:
+        raise DataError(f"{path}: '{key}' is truncated ({len(data):,} of the {size:,} bytes its header declares)")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's ``_reconstruct`` (how a pickle of protocol 2 to 4 makes an empty array before filling it), with the
+    shape checked first: numpy writes ``(0,)`` there, and a forged shape must not allocate."""
+    try:
+        size = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+    except (TypeError, ValueError):
+        raise pickle.UnpicklingError(f"not an array's shape and dtype: {str(shape)[:40]}, {str(dtype)[:40]}") from None
+    if size > MAX_FILE_BYTES:
+        raise pickle.UnpicklingError(f"an array of shape {str(shape)[:40]} is larger than a data file may hold")
+    return np.ndarray.__new__(subtype, shape, dtype)
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -227,22 +294,47 @@ class _BatchUnpickler(pickle.Unpickler):
 
     ALLOWED = frozenset(
         {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
             ("_codecs", "encode"),  # how Python 3 writes bytes into a protocol-2 pickle: str → bytes, nothing more
+            # protocol 5 (pickle.dump's default from Python 3.14): an array is _frombuffer(its bytes, dtype, shape,
+            # order), a view of bytes the pickle holds, so it allocates nothing
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
         }
     )
+    RECONSTRUCT = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")})
 
     def find_class(self, module: str, name: str):
+        if (module, name) in self.RECONSTRUCT:
+            return _reconstruct
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+#: the most pickle opcodes a CIFAR-10 batch may hold: a real one has ~30,000 (3 per image: its label, its file
+#: name); each opcode can make one Python object (an empty list is 56 bytes from 1 byte of pickle), so this bounds
+#: what unpickling can allocate beside the file's own bytes (~100 MB), where a file of nested lists reached 3.4 GB
+MAX_PICKLE_OPS = 1_000_000
+
+
+def _count_ops(raw: bytes, where: str) -> None:
+    """Refuse a pickle of more than :data:`MAX_PICKLE_OPS` opcodes, counted without building anything."""
+    import pickletools
+
+    try:
+        for n, _ in enumerate(pickletools.genops(raw)):
+            if n >= MAX_PICKLE_OPS:
+                raise DataError(f"{where} holds more than {MAX_PICKLE_OPS:,} pickle opcodes: not a CIFAR-10 batch")
+    except (ValueError, EOFError) as e:  # genops' own complaint about a damaged stream
+        raise DataError(f"{where} is not a CIFAR-10 batch (not a whole pickle: {e})") from None
+
+
 def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 batch dict → (images uint8 (n, 3, 32, 32), labels)."""
+    """One CIFAR-10 batch dict → (images uint8 (n, 3, 32, 32), labels). Any pickle protocol (2 to 5) is read;
+    its opcodes are counted before anything is built (:data:`MAX_PICKLE_OPS`)."""
+    _count_ops(raw, where)
     try:
         batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as e:  # any unpickling failure is a corrupt or foreign file
@@ -283,7 +375,7 @@ def read_cifar_dir(directory: Path) -> DataSet:
 def read_cifar_tar(path: Path) -> DataSet:
     """``cifar-10-python.tar.gz``, read member by member in memory (nothing is extracted)."""
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with _regular(path) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
             members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
             batches = []
             for member in [*_CIFAR_TRAIN, "test_batch"]:
@@ -373,7 +465,16 @@ def embedded() -> DataSet:
 
 def load(name: str, data_dir: str | os.PathLike | None = None) -> DataSet:
     """The data set ``name`` (one of :data:`DATA_SETS`) from the first place that has it (module docstring).
-    Raises :class:`DataError` with one line when it is nowhere, or when what is found is damaged."""
+    Raises :class:`DataError` with one line when it is nowhere, or when what is found is damaged or cannot be
+    read (a directory without read permission, a path too long for the file system)."""
+    try:
+        return _load(name, data_dir)
+    except OSError as e:
+        where = e.filename if e.filename is not None else data_dir
+        raise DataError(f"cannot read the {name} data at {str(where)[:120]}: {e.strerror or e}") from None
+
+
+def _load(name: str, data_dir: str | os.PathLike | None) -> DataSet:
     if name not in DATA_SETS:
         raise DataError(f"unknown data set {name!r}: choose from {', '.join(DATA_SETS)}")
     explicit = data_dir if data_dir is not None else os.environ.get(ENV) or None
