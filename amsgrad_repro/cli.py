@@ -18,6 +18,7 @@ SIGTERM with 143, after writing what was done.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -396,6 +397,9 @@ def _tool(command: str):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status: 0, 2 (bad input, one line on stderr, nothing written),
     130 (Ctrl-C) or 143 (SIGTERM), or 1 (a Ray cluster lost), the last three after writing what was done."""
+    for stream in (sys.stdout, sys.stderr):  # a path of non-UTF-8 bytes is printed escaped, never a traceback
+        with contextlib.suppress(AttributeError, ValueError):  # a stream that is not a TextIOWrapper (a test's)
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     with handle_signals():
         try:

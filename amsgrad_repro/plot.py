@@ -198,6 +198,36 @@ def _cell_label(cell: dict) -> str:
     return ", ".join(parts)
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_real_summary(path: Path, summary: dict) -> None:
+    """Every field the figure reads, of the type it reads it as: a damaged or hand-edited summary.json is one
+    line naming the field, never a KeyError or TypeError from deep inside the drawing."""
+
+    def damaged(what: str) -> PlotError:
+        return PlotError(f"{path} is damaged: {what}")
+
+    data = summary.get("data")
+    if not (isinstance(data, dict) and isinstance(data.get("name"), str) and type(data.get("train_samples")) is int):
+        raise damaged("'data' must name the data set and its train_samples")
+    for where, cells in (("cells", summary["cells"]), ("best", list(summary["best"].values()))):
+        for cell in cells:
+            if not (
+                isinstance(cell, dict)
+                and isinstance(cell.get("optimizer"), str)
+                and all(cell.get(k) is None or _number(cell.get(k)) for k in ("lr", "beta2"))
+                and isinstance(cell.get("names"), list)
+                and cell["names"]
+                and all(isinstance(n, str) for n in cell["names"])
+            ):
+                raise damaged(f"a cell in '{where}' is not an optimizer, lr, β2 and run names: {str(cell)[:80]}")
+    for row in summary["runs"]:
+        if row["status"] == "complete" and type(row.get("iterations_done")) is not int:
+            raise damaged(f"the complete run {row['name'][:80]} has no whole iterations_done")
+
+
 def load_real_run_dir(run_dir: Path, which: str = "best") -> tuple[dict, dict[str, list[Series]]]:
     """(summary, {"train_loss"|"test_loss": [Series per cell, seeds averaged]}) for a real-data run directory:
     each optimizer's best cell (``which="best"``, by final training loss) or every cell (``"all"``). A run whose
@@ -205,6 +235,7 @@ def load_real_run_dir(run_dir: Path, which: str = "best") -> tuple[dict, dict[st
     summary = read_summary(run_dir / "summary.json")
     if not isinstance(summary.get("cells"), list) or not isinstance(summary.get("best"), dict):
         raise PlotError(f"{run_dir / 'summary.json'} has no cells or best cells: not a real-data summary")
+    _check_real_summary(run_dir / "summary.json", summary)
     cells = list(summary["best"].values()) if which == "best" else summary["cells"]
     if not cells:
         raise PlotError(f"{run_dir} has no complete run to draw")

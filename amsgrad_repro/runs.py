@@ -211,6 +211,12 @@ MAX_NAME_BYTES = 255 - len(".") - len(".new-") - 7  # pids have at most 7 digits
 
 
 def _check_name(name: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes from a non-UTF-8 shell, decoded by Python as lone surrogates
+        raise UsageError(
+            f"--run-name must be valid UTF-8 (it names the run in TensorBoard and in summary.json), got {name[:60]!a}"
+        ) from None
     if (
         not name
         or name in (".", "..")

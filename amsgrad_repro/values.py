@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 
 
 def count(text: str) -> int:
@@ -75,6 +76,18 @@ def seed_values(text: str) -> list[int]:
     if hi - lo > MAX_RANGE:  # counted, not built
         raise argparse.ArgumentTypeError(f"{hi - lo:,} seeds in one range is too many (at most {MAX_RANGE:,})")
     return list(range(lo, hi))
+
+
+def distinct_names(values: Sequence[float | None]) -> dict[float | None, str]:
+    """Each swept value's name in a run's path (``lr=0.001``): ``:g``'s 6 significant digits, what a user reads,
+    unless two values print the same at that precision (``--lr 0.0010000001 0.0010000002``); then as many digits
+    as tell every pair apart (at most 17, which tells any two floats apart). Names are unique by construction
+    for distinct values; repeated values are refused where the flags are read."""
+    for digits in range(6, 18):
+        names = {v: f"{v:.{digits}g}" for v in values if v is not None}
+        if len(set(names.values())) == len(names):
+            return names
+    return {v: repr(v) for v in values if v is not None}
 
 
 def add_dtype_flag(g: argparse._ActionsContainer) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..optimizers import Choice, parse_spec, resolve
+from ..values import distinct_names
 
 __all__ = ["FIGURE2", "MODEL_DEFAULTS", "REAL_DATA_EPS", "RealConfig", "RealRun", "plan"]
 
@@ -132,6 +133,7 @@ def plan(cfg: RealConfig) -> list[RealRun]:
     """Every run of the grid, in order: optimizer, then lr, then β2, then seed. Raises ValueError."""
     lrs, beta2s, seeds = cfg.lrs or (None,), cfg.beta2s or (None,), cfg.seeds
     sweep_lr, sweep_b2, sweep_seed = len(lrs) > 1, len(beta2s) > 1, len(seeds) > 1
+    lr_names, beta2_names = distinct_names(lrs), distinct_names(beta2s)  # values that print alike: two names
     runs = []
     for spec in cfg.optimizers:
         own = parse_spec(spec)[1]
@@ -145,9 +147,9 @@ def plan(cfg: RealConfig) -> list[RealRun]:
                 for seed in seeds:
                     name = spec
                     if sweep_lr and "lr" not in own:
-                        name += f"/lr={lr:g}"
+                        name += f"/lr={lr_names[lr]}"
                     if sweep_b2 and takes_beta2:
-                        name += f"/beta2={beta2:g}"
+                        name += f"/beta2={beta2_names[beta2]}"
                     if sweep_seed:
                         name += f"/seed={seed}"
                     runs.append(RealRun(name, choice, choice.hp.get("lr"), choice.hp.get("beta2"), seed))

@@ -52,6 +52,7 @@ from ..optimizers import canonical, unused_overrides
 from ..pool import Pool, usable_cpus
 from ..report import check_runs, check_volume, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
+from ..values import distinct_names
 from .config import FIGURE2, MODEL_DEFAULTS, RealConfig, RealRun, plan
 from .data import DATA_SETS, DataSet, load
 from .engines import run_in_pool, run_on_ray, train_one
@@ -180,6 +181,8 @@ def format_table(summary: dict) -> str:
     by_name = {r["name"]: r for r in summary["runs"]}
     best_keys = {(c["optimizer"], c["lr"], c["beta2"]) for c in summary["best"].values()}
     rows = [("optimizer", "lr", "β2", "seeds", "train loss", "test loss", "test acc", "best")]
+    lr_names = distinct_names([c["lr"] for c in summary["cells"]])  # as many digits as tell the cells apart
+    beta2_names = distinct_names([c["beta2"] for c in summary["cells"]])
     for cell in summary["cells"]:
         members = [by_name[n] for n in cell["names"] if by_name[n]["status"] == "complete"]
         seeds = str(cell["runs"]) if cell["complete"] == cell["runs"] else f"{cell['complete']} of {cell['runs']}"
@@ -189,8 +192,8 @@ def format_table(summary: dict) -> str:
         rows.append(
             (
                 cell["optimizer"],
-                "" if cell["lr"] is None else f"{cell['lr']:g}",
-                "" if cell["beta2"] is None else f"{cell['beta2']:g}",
+                "" if cell["lr"] is None else lr_names[cell["lr"]],
+                "" if cell["beta2"] is None else beta2_names[cell["beta2"]],
                 seeds,
                 mean_std([m["final_train_loss"] for m in members], 4, kind="g"),
                 mean_std([m["final_test_loss"] for m in members], 4, kind="g"),

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from ..optimizers import Choice, parse_spec, resolve
+from ..values import distinct_names
 from .functions import PRESETS, BernoulliStream, Bounds, LinearFunctions, PeriodicStream
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ def plan_runs(cfg: Config, overrides: dict) -> list[Run]:
     seeds = cfg.seeds if cfg.seeds is not None else (cfg.problem.seed,)
     lrs = cfg.lrs if cfg.lrs is not None else (overrides.get("lr"),)
     sweep_lr, sweep_seed = len(lrs) > 1, len(seeds) > 1
+    lr_names = distinct_names(lrs)  # two step sizes that print alike still name two directories
     runs: list[Run] = []
     for spec in cfg.optimizers:
         own_lr = "lr" in parse_spec(spec)[1]  # a spec's own lr is not swept
@@ -156,7 +158,7 @@ def plan_runs(cfg: Config, overrides: dict) -> list[Run]:
             for seed in seeds:
                 name = spec
                 if sweep_lr and not own_lr:
-                    name += f"/lr={lr:g}"
+                    name += f"/lr={lr_names[lr]}"
                 if sweep_seed:
                     name += f"/seed={seed}"
                 runs.append(Run(name, choice, seed, cfg.problem.setting == "stochastic"))

@@ -42,20 +42,30 @@ TASK_RUN_STEPS = 1_000_000_000
 TASK_POINTS = 2_000_000
 
 
-def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) -> float:
-    """Time 300 Trial steps of a throwaway problem (no logging) and return seconds per step."""
+def estimate_trial_seconds_per_step(problem_cfg: ProblemConfig, choice: Choice) -> float | None:
+    """Time 300 Trial steps of a throwaway problem (no logging) and return seconds per step; None if the
+    optimizer raised on the way (the run itself will fail with the error, and say so)."""
     from .trial import build_trial
 
     problem = problem_cfg.make()
     trial = build_trial(problem, choice.build(problem.parameters()), steps=300)
     start = time.perf_counter()
-    trial.run()
+    try:
+        trial.run()
+    except Exception:
+        return None
     return (time.perf_counter() - start) / 300
+
+
+def _one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".strip().splitlines()[0]
 
 
 def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
     """Each run in turn through a torchbearer Trial (:func:`amsgrad_repro.synthetic.trial.build_trial`), one writer
-    open at a time. A signal stops the run in progress (its last step is written) and the ones after it."""
+    open at a time. A signal stops the run in progress (its last step is written) and the ones after it. An
+    error the optimizer raises (``torch.optim.Adam,lr=1e308``: a step that overflows float32) fails that run,
+    with what it logged up to there, and the next run goes on, as on real data and on Ray."""
     from .trial import Progress, ScalarLogger, build_trial
 
     for run in runs:
@@ -65,12 +75,18 @@ def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
         trial = build_trial(problem, run.choice.build(problem.parameters()), cfg.steps, callbacks=[logger, progress])
         start = time.perf_counter()
         ledger.update(run.name, "running", engine="trial")
+        error = None
         try:
             try:
                 trial.run()
             except KeyboardInterrupt:
                 logger.write_last()
                 raise
+            except WriteFailed:
+                raise
+            except Exception as e:  # the optimizer's own error: this run fails, the others go on
+                error = _one_line(e)
+                logger.write_last()
             finally:
                 logger.close()  # the last window reaches the disk, or this raises WriteFailed
         except WriteFailed as e:  # the disk refused: this run failed and the invocation ends (exit 1)
@@ -85,7 +101,9 @@ def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 steps_done=logger.last_step,
                 seconds=time.perf_counter() - start,
             )
-        ledger.update(run.name, "complete")
+        ledger.update(
+            run.name, "complete" if error is None else "failed", **({} if error is None else {"error": error})
+        )
 
 
 def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:

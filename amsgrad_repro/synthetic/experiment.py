@@ -243,12 +243,13 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
             print(f"  on {cluster.describe()}, one CPU per task", file=out)
         elif engine == "trial":
             per_step = estimate_trial_seconds_per_step(cfg.problem, runs[0].choice)
-            total = per_step * cfg.steps * len(runs)
-            print(
-                f"  estimated time: {fmt_duration(total)} ({per_step * 1e6:.0f} µs/step measured just now "
-                f"× {cfg.steps:,} steps × {len(runs)} run(s))",
-                file=out,
-            )
+            if per_step is not None:
+                total = per_step * cfg.steps * len(runs)
+                print(
+                    f"  estimated time: {fmt_duration(total)} ({per_step * 1e6:.0f} µs/step measured just now "
+                    f"× {cfg.steps:,} steps × {len(runs)} run(s))",
+                    file=out,
+                )
         out.flush()
         disable = None if cfg.progress is None else not cfg.progress
         total_steps = cfg.steps * len(runs)
@@ -284,6 +285,9 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
     sessions = functools.partial(write_sessions, run_dir.path, summary["runs"], _session_hparams(cfg), group)
     final, keep = stop.finish(summary, keep=any(r["steps_done"] > 0 for r in summary["runs"]), records=sessions)
     print(format_table(summary), file=out)
+    for r in summary["runs"]:
+        if r["status"] == "failed" and r.get("error") != summary.get("error"):  # a write error: said once, below
+            print(f"run {r['name']} failed: {r.get('error')}", file=err)
     cut = [r for r in summary["runs"] if r["status"] in ("interrupted", "failed")]
     where = f" at step {cut[0]['steps_done']:,} of {cut[0]['name']}" if cut else " between runs"
     if cluster is not None and cluster.lost_line():
