@@ -201,6 +201,33 @@ def test_two_sigterms_to_logreg_jobs_leave_a_summary_or_nothing(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["phase", "--beta1", "0", "0.9", "10000", "--beta2", "0.5", "0.99", "10000", "--allow-large"], "GB of memory"),
+        (["stochastic", "--seed", "0:400000", "--allow-large"], "even with --allow-large"),
+        (["logreg", "--seed", "0:100000", "--lr", "1e-3", "1e-2", "1e-1", "--allow-large"], "even with --allow-large"),
+    ],
+    ids=["phase 1e8 cells", "stochastic 800k runs", "logreg 600k runs"],
+)
+def test_sizes_past_what_fits_are_refused_before_anything_is_allocated(tmp_path, argv, says, capsys):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert says in _one_line(capsys, main([*argv, "--logdir", str(tmp_path)]))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_volume_estimate_counts_each_runs_files():
+    from amsgrad_repro.report import BYTES_PER_RUN, check_volume
+
+    assert "about 12.3 MB" in check_volume(runs=1000, scalars=0, allow_large=False)
+    with pytest.raises(Exception, match="--allow-large"):  # 10,000 runs of few points: 123 MB, not ~0
+        check_volume(runs=9_000, scalars=20_000_000, allow_large=False)
+    assert BYTES_PER_RUN == 12_288
+
+
 # --- class 6: one line of at most 300 characters ----------------------------------------------------------------
 
 

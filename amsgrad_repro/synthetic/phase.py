@@ -46,6 +46,11 @@ from .functions import PRESETS
 BATCH = 2048
 #: cells per invocation past which ``--allow-large`` is needed (and 100 × that is refused even then)
 MAX_CELLS = 1_000_000
+#: the most cells even with --allow-large: a cell costs ~300 bytes at its peak (measured: 10⁶ cells, 424 MB peak
+#: RSS, its outputs included), so 10⁷ is ~3 GB, and 10⁸ (the old ceiling) would not fit a 24 GiB machine
+MAX_LARGE_CELLS = 10 * MAX_CELLS
+#: bytes a cell costs at the peak (what the refusal says a grid would need)
+BYTES_PER_CELL = 300
 #: cells per map above which only a PNG is drawn (an SVG of millions of cells is gigabytes and takes minutes)
 MAX_SVG_CELLS = 40_000
 
@@ -100,8 +105,8 @@ def run_grid(
     from .fused import FusedRun, simulate  # imported where used: building the CLI's parser loads no kernel
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
-    cells = [(k, i, j) for k in range(len(specs)) for i in range(len(beta1s)) for j in range(len(beta2s))]
     shape = (len(specs), len(beta1s), len(beta2s))
+    cells = _Cells(shape)  # (k, i, j) made a batch at a time: a list of 10⁸ tuples would be 8 GB
     grid = Grid(np.full(shape, np.nan), np.full(shape, np.nan), steps_done=np.zeros(shape, np.int64),
                 stopped_x=np.full(shape, np.nan), stopped_regret=np.full(shape, np.nan))  # fmt: skip
 
@@ -135,6 +140,21 @@ def run_grid(
     except ClusterLost as e:
         grid.interrupted, grid.lost = True, e
     return grid
+
+
+class _Cells:
+    """The cells (k, i, j) of a grid of ``shape`` in row-major order, as a sequence that makes each tuple only when
+    it is indexed or sliced (``cells[a:b]`` is a list of b − a tuples), so the grid's size costs no memory."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return self.shape[0] * self.shape[1] * self.shape[2]
+
+    def __getitem__(self, index: slice) -> list[tuple[int, int, int]]:
+        _, n1, n2 = self.shape
+        return [(c // (n1 * n2), c // n2 % n1, c % n2) for c in range(len(self))[index]]
 
 
 def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice, steps: int, bar, grid: Grid) -> None:
@@ -247,8 +267,11 @@ def _validate(args: argparse.Namespace) -> tuple[ProblemConfig, list[str], np.nd
     cells = len(args.optimizers) * int(args.beta1[2]) * int(args.beta2[2])  # counted before any grid is built
     if cells > MAX_CELLS and not args.allow_large:
         raise UsageError(f"phase: {cells:,} cells is probably a typo; pass --allow-large to go on")
-    if cells > 100 * MAX_CELLS:
-        raise UsageError(f"phase: {cells:,} cells, more than {100 * MAX_CELLS:,} even with --allow-large")
+    if cells > MAX_LARGE_CELLS:
+        raise UsageError(
+            f"phase: {cells:,} cells would need about {cells * BYTES_PER_CELL / 1e9:,.0f} GB of memory: at most "
+            f"{MAX_LARGE_CELLS:,} even with --allow-large"
+        )
     if args.steps < 1:
         raise UsageError(f"--steps must be a positive integer, got {args.steps}")
     if args.seed < 0:
