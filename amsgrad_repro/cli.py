@@ -332,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     text = "heat maps of final x and R_T/T over a (β1, β2) grid: where Adam fails on a fixed problem"
     phase.add_arguments(sub.add_parser("phase", help=text, description=text, formatter_class=_Formatter))
+    from .verdict import command as verdict
+
+    text = "Reddi's test for any optimizer: converges, fails or undecided on each of the paper's problems"
+    verdict.add_arguments(sub.add_parser("verdict", help=text, description=text, formatter_class=_Formatter))
     return parser
 
 
@@ -389,6 +393,10 @@ def _tool(command: str):
         from . import plot
 
         return plot
+    if command == "verdict":
+        from .verdict import command as verdict
+
+        return verdict
     from .synthetic import phase
 
     return phase
@@ -403,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with handle_signals():
         try:
-            if args.command in ("bench", "phase", "plot"):
+            if args.command in ("bench", "phase", "plot", "verdict"):
                 return _tool(args.command).run(args)
             if args.command in _REAL_HELP:
                 from .realdata.experiment import run as run_real

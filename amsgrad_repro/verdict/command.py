@@ -1,0 +1,250 @@
+"""``python -m amsgrad_repro verdict --optimizers SPEC…``: Reddi's test for any optimizer, one row per optimizer.
+
+Usage::
+
+    python -m amsgrad_repro verdict --optimizers adam amsgrad torch.optim.AdamW
+    python -m amsgrad_repro verdict --optimizers my_optim.py:MyAdam,lr=0.01 --steps 400000 --jobs 2
+    tensorboard --logdir logs                     # x_t and R_t/t of every run, per problem (Custom Scalars)
+
+What it writes, like every command (docs/runs.md): ``LOGDIR/verdict/RUN_NAME/`` with one TensorBoard run per
+battery run (``<spec>/<problem>/<betas>/lr=…[/seed=…]``, tags ``<problem>/x`` and ``<problem>/average_regret``),
+the Custom Scalars layout (one category per problem), an HParams session per run with its verdict, and
+summary.json: the battery, the rule, and per optimizer its verdict per problem, with every run's numbers.
+Each optimizer is one unit of work: in this process, in ``--jobs`` worker processes, or as a Ray task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..cluster import add_ray_flags, connect
+from ..dashboards import write_layout, write_sessions
+from ..events import EventWriter
+from ..pool import Pool, usable_cpus
+from ..report import print_ending, table
+from ..runs import Ledger, RunDir, Stopping, TaskFailed, UsageError, check_run_names
+from ..signals import defer_signals
+from ..values import add_output_flags, count
+from .battery import PROBLEMS, Battery, load, plan, run_battery
+from .rule import RULE
+
+#: what a verdict is as a number (TensorBoard's HParams metric and the ``verdict`` scalar)
+CODES = {"converges": -1.0, "undecided": 0.0, "fails": 1.0}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--optimizers",
+        nargs="+",
+        required=True,
+        metavar="SPEC",
+        help="zoo names, torch.optim.<Class>, package.module:Class or path/to/file.py:Class, each with ,key=value "
+        "options (beta1/beta2 set betas). A module or file is imported: its code runs (that is the point)",
+    )
+    p.add_argument("--steps", type=count, default=Battery.steps, help="steps T of every run (judged at T/2 and T)")
+    p.add_argument(
+        "--lr",
+        nargs="+",
+        default=[str(v) for v in Battery.lrs],
+        metavar="LR",
+        help="step sizes of the battery ('own': the optimizer's own default)",
+    )
+    p.add_argument("--seeds", type=count, default=len(Battery.seeds), help="seeds 0..N-1 of the stochastic problems")
+    p.add_argument(
+        "--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS), help="which of the paper's problems"
+    )
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="precision of x and states")
+    p.add_argument("--jobs", type=count, default=None, help="optimizers at once in worker processes (default: CPUs)")
+    p.add_argument("--logdir", default="logs", help="output goes to LOGDIR/verdict/RUN_NAME")
+    p.add_argument("--run-name", default=None, help="output directory name (default: a timestamp)")
+    add_output_flags(p)
+    add_ray_flags(p)
+
+
+def battery_from_args(args: argparse.Namespace) -> Battery:
+    lrs = []
+    for text in args.lr:
+        if text == "own":
+            lrs.append(None)
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"--lr takes step sizes or 'own', got {text!r}") from None
+        if not (value > 0 and np.isfinite(value)):
+            raise UsageError(f"--lr must be positive and finite, got {text!r}")
+        lrs.append(value)
+    if len(set(lrs)) != len(lrs):
+        raise UsageError(f"--lr has a repeated value: {args.lr}")
+    if args.steps < 4:
+        raise UsageError(f"--steps must be at least 4 (a verdict compares T/2 and T), got {args.steps}")
+    if not 1 <= args.seeds <= 1000:
+        raise UsageError(f"--seeds must be from 1 to 1,000, got {args.seeds}")
+    return Battery(args.steps, tuple(lrs), tuple(range(args.seeds)), tuple(dict.fromkeys(args.problems)), args.dtype)
+
+
+def task(spec: str, battery: Battery) -> dict:
+    """One optimizer's battery, in a ``--jobs`` worker or a Ray task: a signal stops it at the next window and it
+    returns what it has (the runs then are ``interrupted``)."""
+    with defer_signals() as held:
+        return run_battery(spec, battery, stop=lambda: held.hit)
+
+
+def run(args: argparse.Namespace) -> int:
+    battery = battery_from_args(args)
+    specs = list(dict.fromkeys(args.optimizers))
+    if len(specs) != len(args.optimizers):
+        raise UsageError(f"--optimizers names one twice: {args.optimizers}")
+    loaded = [load(spec) for spec in specs]  # every spec checked (imported, a dry step) before anything is written
+    runs = sum(len(plan(battery, o)) for o in loaded)
+    check_run_names(f"{s}/{c.name}" for s, o in zip(specs, loaded, strict=True) for c in plan(battery, o))
+    if runs > 10_000 and not args.allow_large:
+        raise UsageError(f"verdict: {runs:,} runs is probably a typo; pass --allow-large to go on")
+    with contextlib.ExitStack() as stack:
+        cluster = None if args.ray is None else stack.enter_context(connect(args.ray, args.ray_timeout))
+        jobs = 1 if cluster is not None else max(1, min(args.jobs or usable_cpus(), len(specs)))
+        pool = stack.enter_context(Pool(jobs, preload=["torch"])) if jobs > 1 else None
+        return _run(args, battery, specs, loaded, cluster, pool)
+
+
+def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
+    ledger = Ledger({"name": s, "engine": o.kind} for s, o in zip(specs, loaded, strict=True))
+    start = time.perf_counter()
+    run_dir = RunDir.claim(Path(args.logdir) / "verdict", args.run_name, args.overwrite, args.logdir)
+    results: dict[str, dict] = {}
+    with Stopping(ledger, run_dir) as stop:
+        cases = {s: plan(battery, o) for s, o in zip(specs, loaded, strict=True)}
+        where = "in this process"
+        if cluster is not None:
+            where = f"on {cluster.describe()}"
+        elif pool is not None:
+            where = f"{pool.jobs} at once in worker processes"
+        print(f"verdict: {len(specs)} optimizer(s), {sum(map(len, cases.values()))} runs of {battery.steps:,} steps "
+              f"({', '.join(battery.problems)}; lr {', '.join('own' if v is None else f'{v:g}' for v in battery.lrs)};"
+              f" {len(battery.seeds)} seed(s)), {where}; writing to {run_dir.final}")  # fmt: skip
+        sys.stdout.flush()
+        charts = [(f"{p}: {what}", [f"^{p}/{tag}$"]) for p in battery.problems
+                  for what, tag in (("x_t", "x"), ("R_t / t", "average_regret"))]  # fmt: skip
+        write_layout(run_dir.path, f"verdict: {run_dir.final.name}", charts)
+        jobs = [(s, (s, battery)) for s in specs]
+        if cluster is not None:
+            outcomes = cluster.run(task, jobs, num_cpus=1)
+        elif pool is not None:
+            outcomes = pool.run(task, jobs)
+        else:
+            outcomes = _in_process(jobs, ledger)
+        try:
+            for spec, outcome in outcomes:
+                with defer_signals(reraise=True):  # a result is written and recorded whole, or not at all
+                    _record(spec, outcome, run_dir.path, battery, ledger, results)
+        finally:
+            if hasattr(outcomes, "close"):
+                outcomes.close()
+    rows = ledger.rows()
+    summary = {
+        "command": "verdict",
+        "battery": battery.describe(),
+        "rule": RULE.__dict__ | {"doc": "amsgrad_repro/verdict/rule.py"},
+        "optimizers": {s: _describe(results.get(s)) for s in specs},
+        "runs": rows,
+        **ledger.outcome(),
+        "ray": None if cluster is None else cluster.address,
+        "elapsed_seconds": time.perf_counter() - start,
+        "version": __version__,
+    }
+    sessions = functools.partial(_sessions, run_dir.path, results, f"verdict/{run_dir.final.name}")
+    final, keep = stop.finish(summary, keep=bool(results), records=sessions)
+    print(format_table(specs, battery, results, ledger))
+    for r in rows:
+        if r["status"] == "failed":
+            print(f"{r['name']} failed: {r.get('error')}", file=sys.stderr)
+    print_ending(summary, final, keep, "", args.logdir, sys.stdout)
+    stop.raise_error()
+    counts = summary["runs_by_status"]
+    if not summary["interrupted"] and counts.get("failed") and not counts.get("complete"):
+        return 1
+    from ..signals import exit_code
+
+    return exit_code(summary["interrupted"])
+
+
+def _in_process(jobs, ledger: Ledger):
+    for spec, (s, battery) in jobs:
+        ledger.update(spec, "running")
+        with defer_signals() as held:
+            result = run_battery(s, battery, stop=lambda held=held: held.hit)
+        yield spec, result
+        if held.hit:
+            raise KeyboardInterrupt
+
+
+def _record(spec: str, outcome, run_dir: Path, battery: Battery, ledger: Ledger, results: dict) -> None:
+    if isinstance(outcome, TaskFailed):
+        ledger.update(spec, "failed", error=outcome.error)
+        return
+    ts, xs, rs = outcome["ts"], outcome["xs"], outcome["rs"]
+    for k, name in enumerate(outcome["cases"]):
+        problem = name.split("/")[0]
+        with EventWriter(run_dir / spec / name) as writer:
+            writer.add_scalars(f"{problem}/x", xs[k].tolist(), ts.tolist())
+            writer.add_scalars(f"{problem}/average_regret", rs[k].tolist(), ts.tolist())
+            judged = outcome["judged"][k]
+            if judged is not None:
+                writer.add_scalar(f"{problem}/verdict", CODES[judged["verdict"]], int(ts[-1]))
+    results[spec] = outcome
+    status = "interrupted" if outcome["interrupted"] else "complete"
+    ledger.update(spec, status, steps_done=outcome["steps_done"], seconds=outcome["seconds"],
+                  verdicts={p: v["verdict"] for p, v in outcome["problems"].items()})  # fmt: skip
+
+
+def _describe(result: dict | None) -> dict | None:
+    if result is None:
+        return None
+    runs = [
+        {"name": name, **hp, **({} if judged is None else judged)}
+        for name, hp, judged in zip(result["cases"], result["hyperparameters"], result["judged"], strict=True)
+    ]
+    return {k: result[k] for k in ("engine", "layout", "problems", "steps_done", "seconds")} | {"runs": runs}
+
+
+def _sessions(run_dir: Path, results: dict, group: str) -> None:
+    rows, values = [], {}
+    for spec, result in results.items():
+        for name, hp, judged in zip(result["cases"], result["hyperparameters"], result["judged"], strict=True):
+            row_name = f"{spec}/{name}"
+            rows.append({"name": row_name, "status": "complete" if judged else "interrupted",
+                         "seconds": result["seconds"]})  # fmt: skip
+            values[row_name] = {
+                "optimizer": spec,
+                "problem": name.split("/")[0],
+                "betas": name.split("/")[1],
+                "lr": -1.0 if hp["lr"] is None else float(hp["lr"]),
+                "seed": -1.0 if hp["seed"] is None else float(hp["seed"]),
+                "verdict": judged["verdict"] if judged else "not judged",
+            }
+    write_sessions(run_dir, rows, lambda row: values[row["name"]], group)
+
+
+def format_table(specs, battery: Battery, results: dict, ledger: Ledger) -> str:
+    """One row per optimizer, one column per problem: its verdict and how many of its runs said so."""
+    rows = [("optimizer", *battery.problems, "engine", "seconds")]
+    status = {r["name"]: r["status"] for r in ledger.rows()}
+    for spec in specs:
+        result = results.get(spec)
+        if result is None or not result["problems"]:
+            rows.append((spec, *([status[spec]] * len(battery.problems)), "", ""))
+            continue
+        cells = []
+        for p in battery.problems:
+            v = result["problems"].get(p)
+            cells.append("" if v is None else f"{v['verdict']} ({v['counts'][v['verdict']]}/{v['runs']})")
+        rows.append((spec, *cells, f"{result['engine']} ({result['layout']})", f"{result['seconds']:.1f}"))
+    return table(rows)
