@@ -267,12 +267,23 @@ def plan(battery: Battery, optimizer: Optimizer) -> list[Case]:
     return cases
 
 
-def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: dict | None = None) -> dict:
-    """Put ``spec`` through ``battery``: every case's logged points and verdict, and each problem's. A pure
-    function of its arguments (the same numbers in this process, a ``--jobs`` worker or a Ray task). ``stop()``
-    is asked between windows (the torch engine; the fused one stops on a signal itself)."""
+def parts(battery: Battery, optimizer: Optimizer) -> list[tuple[str, ...] | None]:
+    """How an optimizer's battery is cut into tasks: one for a zoo name (the fused engine runs it all in
+    seconds), one per β configuration for the torch engine (its cost is per step and per setting, so two cores
+    take half the time each)."""
+    if optimizer.kind == "fused":
+        return [None]
+    return [(name,) for name in dict.fromkeys(c.betas_name for c in plan(battery, optimizer))]
+
+
+def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: dict | None = None,
+                configs: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+    """Put ``spec`` through ``battery`` (only the β ``configs`` named, if given: a part of it, :func:`parts`):
+    every case's logged points and verdict, and each problem's. A pure function of its arguments (the same
+    numbers in this process, a ``--jobs`` worker or a Ray task). ``stop()`` is asked between windows (the torch
+    engine; the fused one stops on a signal itself)."""
     optimizer = load(spec, extra)
-    cases = plan(battery, optimizer)
+    cases = [c for c in plan(battery, optimizer) if configs is None or c.betas_name in configs]
     log_every = log_every_for(battery.steps)
     start = time.perf_counter()
     if optimizer.kind == "fused":
@@ -283,11 +294,6 @@ def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: d
         judge(ts, xs[k], rs[k], -1.0, -1.0, 1.0, battery.steps, battery.rule) if done == battery.steps else None
         for k in range(len(cases))
     ]
-    problems = {}
-    for problem in battery.problems:
-        members = [j for c, j in zip(cases, judged, strict=True) if c.problem == problem and j is not None]
-        if members:
-            problems[problem] = overall(members)
     return {
         "spec": spec,
         "engine": optimizer.kind,
@@ -300,9 +306,52 @@ def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: d
         "steps_done": done,
         "interrupted": interrupted,
         "judged": [None if j is None else j.describe() for j in judged],
-        "problems": problems,
+        "problems": problem_verdicts(battery, cases, judged),
         "seconds": time.perf_counter() - start,
     }
+
+
+def problem_verdicts(battery: Battery, cases: list[Case], judged: list) -> dict:
+    """Each problem's verdict (:func:`~.rule.overall`) from its judged runs (``None``: not judged)."""
+    out = {}
+    for problem in battery.problems:
+        members = [j for c, j in zip(cases, judged, strict=True) if c.problem == problem and j is not None]
+        if members:
+            out[problem] = overall(members)
+    return out
+
+
+def merge(battery: Battery, spec: str, pieces: list[dict]) -> dict:
+    """The results of an optimizer's parts (:func:`parts`) as one, in plan order, with its problems' verdicts."""
+    optimizer = load(spec)
+    order = {c.name: k for k, c in enumerate(plan(battery, optimizer))}
+    rows = sorted(((order[name], i, k) for i, piece in enumerate(pieces) for k, name in enumerate(piece["cases"])))
+    rows = [(o, pieces[i], k) for o, i, k in rows]
+    ts = min((p["ts"] for p in pieces), key=len)  # parts a signal stopped at different steps: the common part
+    cases = [c for c in plan(battery, optimizer) if c.name in {name for p in pieces for name in p["cases"]}]
+    judged = [piece["judged"][k] for _, piece, k in rows]
+    return {
+        "spec": spec,
+        "engine": pieces[0]["engine"],
+        "layout": "/".join(dict.fromkeys(p["layout"] for p in pieces)),
+        "cases": [piece["cases"][k] for _, piece, k in rows],
+        "hyperparameters": [piece["hyperparameters"][k] for _, piece, k in rows],
+        "ts": ts,
+        "xs": np.stack([piece["xs"][k][: len(ts)] for _, piece, k in rows]),
+        "rs": np.stack([piece["rs"][k][: len(ts)] for _, piece, k in rows]),
+        "steps_done": min(p["steps_done"] for p in pieces),
+        "interrupted": any(p["interrupted"] for p in pieces),
+        "judged": judged,
+        "problems": problem_verdicts(battery, cases, [None if j is None else _Judged(j) for j in judged]),
+        "seconds": sum(p["seconds"] for p in pieces),
+    }
+
+
+class _Judged:
+    """A judged run read back from its description (what :func:`~.rule.overall` reads: the verdict)."""
+
+    def __init__(self, described: dict) -> None:
+        self.verdict = described["verdict"]
 
 
 def _run_fused(optimizer: Optimizer, cases: list[Case], battery: Battery, log_every: int, on_window):

@@ -33,7 +33,7 @@ from ..report import print_ending, table
 from ..runs import Ledger, RunDir, Stopping, TaskFailed, UsageError, check_run_names
 from ..signals import defer_signals
 from ..values import add_output_flags, count
-from .battery import PROBLEMS, Battery, load, plan, run_battery
+from .battery import PROBLEMS, Battery, load, merge, parts, plan, run_battery
 from .rule import RULE
 
 #: what a verdict is as a number (TensorBoard's HParams metric and the ``verdict`` scalar)
@@ -91,11 +91,11 @@ def battery_from_args(args: argparse.Namespace) -> Battery:
     return Battery(args.steps, tuple(lrs), tuple(range(args.seeds)), tuple(dict.fromkeys(args.problems)), args.dtype)
 
 
-def task(spec: str, battery: Battery) -> dict:
-    """One optimizer's battery, in a ``--jobs`` worker or a Ray task: a signal stops it at the next window and it
-    returns what it has (the runs then are ``interrupted``)."""
+def task(spec: str, battery: Battery, configs: tuple[str, ...] | None) -> dict:
+    """A part of one optimizer's battery (:func:`~.battery.parts`), in a ``--jobs`` worker or a Ray task: a signal
+    stops it at the next window and it returns what it has (the runs then are ``interrupted``)."""
     with defer_signals() as held:
-        return run_battery(spec, battery, stop=lambda: held.hit)
+        return run_battery(spec, battery, stop=lambda: held.hit, configs=configs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"verdict: {runs:,} runs is probably a typo; pass --allow-large to go on")
     with contextlib.ExitStack() as stack:
         cluster = None if args.ray is None else stack.enter_context(connect(args.ray, args.ray_timeout))
-        jobs = 1 if cluster is not None else max(1, min(args.jobs or usable_cpus(), len(specs)))
+        tasks = sum(len(parts(battery, o)) for o in loaded)
+        jobs = 1 if cluster is not None else max(1, min(args.jobs or usable_cpus(), tasks))
         pool = stack.enter_context(Pool(jobs, preload=["torch"])) if jobs > 1 else None
         return _run(args, battery, specs, loaded, cluster, pool)
 
@@ -134,20 +135,29 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
         charts = [(f"{p}: {what}", [f"^{p}/{tag}$"]) for p in battery.problems
                   for what, tag in (("x_t", "x"), ("R_t / t", "average_regret"))]  # fmt: skip
         write_layout(run_dir.path, f"verdict: {run_dir.final.name}", charts)
-        jobs = [(s, (s, battery)) for s in specs]
+        jobs = [
+            ((s, part), (s, battery, part)) for s, o in zip(specs, loaded, strict=True) for part in parts(battery, o)
+        ]
+        expected = {s: sum(key[0] == s for key, _ in jobs) for s in specs}
         if cluster is not None:
             outcomes = cluster.run(task, jobs, num_cpus=1)
         elif pool is not None:
             outcomes = pool.run(task, jobs)
         else:
-            outcomes = _in_process(jobs, ledger)
+            outcomes = _in_process(jobs)
+        pieces: dict[str, list[dict]] = {}
         try:
-            for spec, outcome in outcomes:
+            for (spec, _), outcome in outcomes:
                 with defer_signals(reraise=True):  # a result is written and recorded whole, or not at all
-                    _record(spec, outcome, run_dir.path, battery, ledger, results)
+                    _record(spec, outcome, run_dir.path, ledger, pieces)
+                    if len(pieces.get(spec, [])) == expected[spec]:
+                        _finish(spec, battery, pieces, ledger, results, complete=True)
         finally:
             if hasattr(outcomes, "close"):
                 outcomes.close()
+            for spec in pieces:  # parts a stop cut short: what they have, as interrupted
+                if spec not in results and pieces[spec]:
+                    _finish(spec, battery, pieces, ledger, results, complete=False)
     rows = ledger.rows()
     summary = {
         "command": "verdict",
@@ -176,20 +186,22 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
     return exit_code(summary["interrupted"])
 
 
-def _in_process(jobs, ledger: Ledger):
-    for spec, (s, battery) in jobs:
-        ledger.update(spec, "running")
+def _in_process(jobs):
+    for key, (spec, battery, part) in jobs:
         with defer_signals() as held:
-            result = run_battery(s, battery, stop=lambda held=held: held.hit)
-        yield spec, result
+            result = run_battery(spec, battery, stop=lambda held=held: held.hit, configs=part)
+        yield key, result
         if held.hit:
             raise KeyboardInterrupt
 
 
-def _record(spec: str, outcome, run_dir: Path, battery: Battery, ledger: Ledger, results: dict) -> None:
+def _record(spec: str, outcome, run_dir: Path, ledger: Ledger, pieces: dict) -> None:
+    """One part's result: its runs' events written, the part kept for :func:`_finish`; a failed task fails the
+    optimizer."""
     if isinstance(outcome, TaskFailed):
         ledger.update(spec, "failed", error=outcome.error)
         return
+    ledger.update(spec, "running")
     ts, xs, rs = outcome["ts"], outcome["xs"], outcome["rs"]
     for k, name in enumerate(outcome["cases"]):
         problem = name.split("/")[0]
@@ -199,10 +211,17 @@ def _record(spec: str, outcome, run_dir: Path, battery: Battery, ledger: Ledger,
             judged = outcome["judged"][k]
             if judged is not None:
                 writer.add_scalar(f"{problem}/verdict", CODES[judged["verdict"]], int(ts[-1]))
-    results[spec] = outcome
-    status = "interrupted" if outcome["interrupted"] else "complete"
-    ledger.update(spec, status, steps_done=outcome["steps_done"], seconds=outcome["seconds"],
-                  verdicts={p: v["verdict"] for p, v in outcome["problems"].items()})  # fmt: skip
+    pieces.setdefault(spec, []).append(outcome)
+
+
+def _finish(spec: str, battery: Battery, pieces: dict, ledger: Ledger, results: dict, complete: bool) -> None:
+    """An optimizer's parts as one result, and its ledger row."""
+    if any(r["name"] == spec and r["status"] == "failed" for r in ledger.rows()):
+        return
+    result = results[spec] = merge(battery, spec, pieces[spec])
+    status = "interrupted" if result["interrupted"] or not complete else "complete"
+    ledger.update(spec, status, steps_done=result["steps_done"], seconds=result["seconds"],
+                  verdicts={p: v["verdict"] for p, v in result["problems"].items()})  # fmt: skip
 
 
 def _describe(result: dict | None) -> dict | None:
