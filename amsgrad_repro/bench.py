@@ -7,6 +7,7 @@ Usage::
     python -m amsgrad_repro bench --memory              # also peak memory of full runs, 1 M vs 10 M steps
     python -m amsgrad_repro bench --models mlp cifarnet # real-data models (default: logreg mlp)
     python -m amsgrad_repro bench --ray [ADDRESS]       # what Ray costs: start-up and per-task overhead
+    python -m amsgrad_repro bench --skip-synthetic --verdict 20000   # verdict's engines and default battery
 
 It times, in this one process and on the same problem and optimizer:
 
@@ -32,6 +33,12 @@ every 50 iterations, progress callback) against a plain torch loop written here,
 and batches: ``--real-iterations`` each, alternated three times, the median of each printed with their ratio
 (the Trial's overhead). logreg and mlp train on the embedded MNIST subset; cifarnet on random 3×32×32 images
 (its speed does not depend on the pixels). Test evaluation is left out of both.
+
+With ``--verdict STEPS`` it times ``verdict``'s battery (:mod:`amsgrad_repro.verdict`) at STEPS steps a run:
+``torch.optim.Adam``'s through the torch engine, part by part (one part per β configuration, as ``--jobs``
+runs them), and ``adam``'s through the fused engine; the torch engine's cost per run-step against the Trial's
+(one run, the same optimizer); and the default battery's projected wall time (linear in the steps, its parts
+spread over this process's CPUs) against ``python -c "import torch"``: the ratio issue 23 targets at ≤ 40.
 
 With ``--ray`` it measures what running on Ray adds (:mod:`amsgrad_repro.cluster`): the time to start (or join)
 Ray, the round trip of one empty task waited for on its own, and the driver's cost per task when
@@ -189,6 +196,64 @@ def _empty(k: int) -> int:
     return k
 
 
+def time_verdict(steps: int) -> dict:
+    """``verdict``'s engines at ``steps`` steps a run (see the module docstring); prints a table, returns numbers."""
+    import torch
+
+    from .pool import usable_cpus
+    from .verdict import Battery, load, plan, run_battery
+    from .verdict.battery import parts
+
+    battery = Battery(steps=steps)
+    spec = "torch.optim.Adam"
+    optimizer = load(spec)
+    runs = len(plan(battery, optimizer))
+    part_s = []
+    for part in parts(battery, optimizer):
+        start = time.perf_counter()
+        run_battery(spec, battery, configs=part)
+        part_s.append(time.perf_counter() - start)
+    run_battery("adam", Battery(steps=1000))  # the fused kernels' JIT or cache load, not timed
+    start = time.perf_counter()
+    run_battery("adam", Battery())
+    fused_s = time.perf_counter() - start
+    problem = _problem("online")
+    trial = time_trial_torch(problem, torch.optim.Adam, min(steps, 5000))
+    engine = sum(part_s) / (runs * steps)
+    cores = min(usable_cpus(), len(part_s))
+    projected = sum(part_s) * (Battery.steps / steps) / cores
+    import_torch = time_import_torch(3)
+    print(f"bench: verdict, {spec}'s battery ({runs} runs in {len(part_s)} parts) at {steps:,} steps a run")
+    print(f"  torch engine {engine * 1e6:.1f} µs a run-step; the Trial {trial * 1e6:.1f} µs a step (one run): "
+          f"ratio Trial / torch engine {trial / engine:.1f}×")  # fmt: skip
+    print(f"  default battery ({Battery.steps:,} steps): {spec} projected {projected:.0f} s on {cores} core(s) = "
+          f"{projected / import_torch:.0f}× `python -c \"import torch\"` ({import_torch:.2f} s); adam (fused) "
+          f"{fused_s:.1f} s")  # fmt: skip
+    return {"verdict_torch_s_per_run_step": engine, "verdict_trial_s_per_step": trial,
+            "verdict_default_projected_s": projected, "verdict_import_torch_s": import_torch,
+            "verdict_fused_default_s": fused_s}  # fmt: skip
+
+
+def time_trial_torch(problem, cls, steps: int) -> float:
+    """Seconds per step of a Trial running ``cls`` (lr 1e-3) on ``problem``, no logging."""
+    from .synthetic.trial import build_trial
+
+    trial = build_trial(problem, cls(problem.parameters(), lr=1e-3), steps)
+    start = time.perf_counter()
+    trial.run()
+    return (time.perf_counter() - start) / steps
+
+
+def time_import_torch(repeats: int) -> float:
+    """The median wall seconds of ``python -c "import torch"`` in a fresh process, ``repeats`` times."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def time_ray(flag: str, tasks: int) -> dict:
     """Start-up, one task's round trip (median of 20, one at a time), and the cost per task of ``tasks``
     empty tasks at once; prints them and returns them."""
@@ -249,6 +314,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also time Ray's start-up and per-task overhead (no ADDRESS: a local instance; auto or host:port: join)",
     )
     p.add_argument("--ray-tasks", type=count, default=1000, help="empty tasks submitted at once for --ray")
+    p.add_argument(
+        "--verdict",
+        type=count,
+        default=0,
+        metavar="STEPS",
+        help="also time verdict's torch engine and fused battery at STEPS steps a run (0: not)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -259,7 +331,9 @@ def run(args: argparse.Namespace) -> int:
             "bench: --trial-steps, --fused-steps, --runs, --real-iterations, --ray-tasks, --lane-runs, --lane-steps "
             "and --startup-repeats must be >= 1"
         )
-    if args.skip_synthetic and not args.models and args.ray is None:
+    if args.verdict < 0 or 0 < args.verdict < 4:
+        raise UsageError(f"bench: --verdict takes the steps of a run, at least 4 (0: not timed), got {args.verdict}")
+    if args.skip_synthetic and not args.models and args.ray is None and not args.verdict:
         raise UsageError("bench: nothing to time (--skip-synthetic and no --models)")
     for flag, runs in (("--runs", args.runs), ("--lane-runs", args.lane_runs)):  # counted before any state exists
         if runs > 100_000:
@@ -269,6 +343,8 @@ def run(args: argparse.Namespace) -> int:
         out |= _run_synthetic(args)
     if args.models:
         out |= _run_real(args)
+    if args.verdict:
+        out |= time_verdict(args.verdict)
     if args.ray is not None:
         out |= time_ray(args.ray, args.ray_tasks)
     if args.json:

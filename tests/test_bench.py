@@ -28,3 +28,13 @@ def test_bench_times_real_data_models_against_a_plain_loop(capsys):
         assert row is not None, out
         trial, plain, ratio = map(float, row.groups())
         assert trial > 0 and plain > 0 and abs(ratio - trial / plain) < 0.01
+
+
+def test_bench_times_the_verdict_engines(capsys):
+    argv = ["bench", "--skip-synthetic", "--models", "--verdict", "200", "--json"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    engine = re.search(r"torch engine ([\d.]+) µs a run-step; the Trial ([\d.]+) µs a step", out)
+    default = re.search(r"projected (\d+) s on \d core\(s\) = (\d+)× `python -c \"import torch\"`", out)
+    assert engine is not None and default is not None, out
+    assert float(engine.group(1)) > 0 and float(engine.group(2)) > 0 and int(default.group(2)) >= 0

@@ -36,7 +36,7 @@ SKIPPED = {
     "ray stop": "the same",
 }
 
-STEPS = {"online": "3000", "stochastic": "3000", "phase": "3000"}
+STEPS = {"online": "3000", "stochastic": "3000", "phase": "3000", "verdict": "3000"}
 REAL = ("logreg", "mlp", "cifarnet")
 
 
@@ -84,6 +84,8 @@ def shorten(command: str, tiny_cifar: Path) -> str:
             del args[i + 1]
     if sub == "bench":
         args = [a for a in args if a != "--memory"]
+        if "--verdict" in args:
+            args = _set_flag(args, "--verdict", ["200"])
         for flag, value in (("--trial-steps", "300"), ("--fused-steps", "20000"), ("--runs", "2"),
                             ("--real-iterations", "5")):  # fmt: skip
             args = _set_flag(args, flag, [value])
@@ -91,7 +93,7 @@ def shorten(command: str, tiny_cifar: Path) -> str:
 
 
 def shorten_python(code: str) -> str:
-    return code.replace("10_000_000", "20_000")
+    return code.replace("10_000_000", "20_000").replace("steps=200_000", "steps=5_000")
 
 
 def shell_script(body: str, tiny_cifar: Path) -> str:
