@@ -26,8 +26,6 @@ import numpy as np
 
 from .. import __version__
 from ..cluster import add_ray_flags, connect
-from ..dashboards import write_layout, write_sessions
-from ..events import EventWriter
 from ..pool import Pool, usable_cpus
 from ..report import print_ending, table
 from ..runs import Ledger, RunDir, Stopping, TaskFailed, UsageError, check_run_names
@@ -117,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
+    from ..dashboards import write_layout  # TensorBoard's protos: imported when a verdict runs, not for --help
+
     ledger = Ledger({"name": s, "engine": o.kind} for s, o in zip(specs, loaded, strict=True))
     start = time.perf_counter()
     run_dir = RunDir.claim(Path(args.logdir) / "verdict", args.run_name, args.overwrite, args.logdir)
@@ -198,6 +198,8 @@ def _in_process(jobs):
 def _record(spec: str, outcome, run_dir: Path, ledger: Ledger, pieces: dict) -> None:
     """One part's result: its runs' events written, the part kept for :func:`_finish`; a failed task fails the
     optimizer."""
+    from ..events import EventWriter
+
     if isinstance(outcome, TaskFailed):
         ledger.update(spec, "failed", error=outcome.error)
         return
@@ -235,6 +237,8 @@ def _describe(result: dict | None) -> dict | None:
 
 
 def _sessions(run_dir: Path, results: dict, group: str) -> None:
+    from ..dashboards import write_sessions
+
     rows, values = [], {}
     for spec, result in results.items():
         for name, hp, judged in zip(result["cases"], result["hyperparameters"], result["judged"], strict=True):
