@@ -98,8 +98,8 @@ def test_a_padded_block_that_spans_two_problems_leaks_nothing(dtype):
 #: started, then works until the driver stops it or releases it, and returns what identifies it
 _TASK = """
 import pathlib, time
-pathlib.Path(started).touch()
 try:
+    pathlib.Path(started).touch()  # inside the try: a stop right after it is still this task's to report
     deadline = time.monotonic() + 120  # a hang guard: a driver that never releases it fails the test, not hangs it
     while not pathlib.Path(release).exists() and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -171,7 +171,8 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
         "version": __version__,
     }
     sessions = functools.partial(_sessions, run_dir.path, results, f"verdict/{run_dir.final.name}")
-    final, keep = stop.finish(summary, keep=bool(results), records=sessions)
+    keep = any(r["steps_done"] > 0 for r in results.values())  # a stop before the first window keeps nothing
+    final, keep = stop.finish(summary, keep=keep, records=sessions)
     print(format_table(specs, battery, results, ledger))
     for r in rows:
         if r["status"] == "failed":
@@ -191,7 +192,7 @@ def _in_process(jobs):
         with defer_signals() as held:
             result = run_battery(spec, battery, stop=lambda held=held: held.hit, configs=part)
         yield key, result
-        if held.hit:
+        if held.hit or result["interrupted"]:  # the fused kernel takes the signal itself and says so
             raise KeyboardInterrupt
 
 
