@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import sys
 import time
@@ -27,12 +28,11 @@ import numpy as np
 from .. import __version__
 from ..cluster import add_ray_flags, connect
 from ..pool import Pool, usable_cpus
-from ..report import print_ending, table
+from ..report import check_runs, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, TaskFailed, UsageError, check_run_names
 from ..signals import defer_signals
 from ..values import add_output_flags, count
 from .battery import PROBLEMS, Battery, load, merge, parts, plan, run_battery
-from .rule import RULE
 
 #: what a verdict is as a number (TensorBoard's HParams metric and the ``verdict`` scalar)
 CODES = {"converges": -1.0, "undecided": 0.0, "fails": 1.0}
@@ -104,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = [load(spec) for spec in specs]  # every spec checked (imported, a dry step) before anything is written
     runs = sum(len(plan(battery, o)) for o in loaded)
     check_run_names(f"{s}/{c.name}" for s, o in zip(specs, loaded, strict=True) for c in plan(battery, o))
-    if runs > 10_000 and not args.allow_large:
-        raise UsageError(f"verdict: {runs:,} runs is probably a typo; pass --allow-large to go on")
+    check_runs(runs, args.allow_large)  # the same limits as every command (docs/runs.md, "Size limits")
     with contextlib.ExitStack() as stack:
         cluster = None if args.ray is None else stack.enter_context(connect(args.ray, args.ray_timeout))
         tasks = sum(len(parts(battery, o)) for o in loaded)
@@ -162,7 +161,7 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
     summary = {
         "command": "verdict",
         "battery": battery.describe(),
-        "rule": RULE.__dict__ | {"doc": "amsgrad_repro/verdict/rule.py"},
+        "rule": dataclasses.asdict(battery.rule) | {"doc": "amsgrad_repro/verdict/rule.py"},
         "optimizers": {s: _describe(results.get(s)) for s in specs},
         "runs": rows,
         **ledger.outcome(),
