@@ -32,7 +32,10 @@ the torchbearer Trial as the commands build it (loader, loss, :class:`~.realdata
 every 50 iterations, progress callback) against a plain torch loop written here, on the same model, weights
 and batches: ``--real-iterations`` each, alternated three times, the median of each printed with their ratio
 (the Trial's overhead). logreg and mlp train on the embedded MNIST subset; cifarnet on random 3×32×32 images
-(its speed does not depend on the pixels). Test evaluation is left out of both.
+(its speed does not depend on the pixels). Test evaluation is left out of both. For cifarnet it also times its
+two convolutions alone, forward and backward at the iteration's shapes (the first without an input gradient, as
+in training), channels-last, as plain torch calls: the floor an iteration cannot go below on this machine's
+torch, printed as the ratio Trial / convolutions (issue 26 targets ≤ 1.3).
 
 With ``--verdict STEPS`` it times ``verdict``'s battery (:mod:`amsgrad_repro.verdict`) at STEPS steps a run:
 ``torch.optim.Adam``'s through the torch engine, part by part (one part per β configuration, as ``--jobs``
@@ -190,6 +193,30 @@ def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> t
         plain_s.append(plain())
         trial_s.append(trial())
     return statistics.median(trial_s), statistics.median(plain_s)
+
+
+def time_cifarnet_convolutions(iterations: int, repeats: int = 3) -> float:
+    """Seconds per iteration of CIFARNET's two 6×6/64 convolutions alone at batch 128 on 3×32×32 (SAME-padded
+    inputs 37×37 and 21×21), forward and backward, channels-last: the median over ``repeats``."""
+    import torch
+
+    channels_last = torch.channels_last
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        conv1 = torch.nn.Conv2d(3, 64, 6).to(memory_format=channels_last)
+        conv2 = torch.nn.Conv2d(64, 64, 6).to(memory_format=channels_last)
+        x1 = torch.rand(128, 3, 37, 37).contiguous(memory_format=channels_last)  # the images: no gradient
+        x2 = torch.rand(128, 64, 21, 21).contiguous(memory_format=channels_last).requires_grad_()
+
+    def once() -> float:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            y1, y2 = conv1(x1), conv2(x2)
+            torch.autograd.backward([y1, y2], [torch.ones_like(y1), torch.ones_like(y2)])
+        return (time.perf_counter() - start) / iterations
+
+    once()  # warm-up: oneDNN picks and caches its kernels
+    return statistics.median(once() for _ in range(repeats))
 
 
 def _empty(k: int) -> int:
@@ -377,6 +404,13 @@ def _time_real(args: argparse.Namespace, torch) -> dict:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if "cifarnet" in args.models:
+        convs = time_cifarnet_convolutions(max(2, args.real_iterations // 2))
+        out["cifarnet_convolutions_s_per_it"] = convs
+        print(
+            f"cifarnet: its two convolutions alone {convs * 1e3:.1f} ms an iteration (forward + backward, "
+            f"channels-last); ratio Trial / convolutions {out['cifarnet_trial_s_per_it'] / convs:.2f} (target ≤ 1.3)"
+        )
     return out
 
 

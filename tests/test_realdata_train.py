@@ -19,7 +19,15 @@ import torchbearer
 
 from amsgrad_repro.cli import main
 from amsgrad_repro.realdata.data import embedded
-from amsgrad_repro.realdata.models import MLP, CIFARNet, LogisticRegression, build_model, parameter_count, to_input
+from amsgrad_repro.realdata.models import (
+    MLP,
+    ChannelLRN,
+    CIFARNet,
+    LogisticRegression,
+    build_model,
+    parameter_count,
+    to_input,
+)
 from amsgrad_repro.realdata.trial import Batches, SqrtDecay, batch_indices, build_trial
 
 DATA = embedded()
@@ -48,6 +56,52 @@ def test_parameter_counts_and_shapes_are_the_docstrings(cls, shapes):
 def test_cifarnet_keeps_size_through_same_padding():
     model = CIFARNet((3, 32, 32))
     assert model.features(torch.zeros(1, 3, 32, 32)).shape == (1, 64, 8, 8)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(64, 9), (5, 9), (3, 1), (16, 5)])
+def test_the_channel_lrn_is_torchs_local_response_norm_within_float32_rounding(channels, size):
+    """Forward and gradient, on values large enough that the normaliser is far from 1 (k + a/n·Σx² up to ~7),
+    with a window wider than the channels (5 and 3 channels) so that the edges' zero padding is exercised."""
+    torch.manual_seed(0)
+    x = (torch.randn(4, channels, 6, 7) * 30).requires_grad_()
+    g = torch.randn(4, channels, 6, 7)
+    ours, theirs = ChannelLRN(channels, size, 0.001, 0.75, 1.0), torch.nn.LocalResponseNorm(size, 0.001, 0.75, 1.0)
+    (a,) = torch.autograd.grad(ours(x), x, g)
+    (b,) = torch.autograd.grad(theirs(x), x, g)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=4e-6, atol=1e-6)
+    torch.testing.assert_close(a, b, rtol=4e-6, atol=1e-6)
+    assert not torch.equal(ours(x), x)  # the normaliser is not 1 here: the test can tell them apart
+    for channels_last in (x.contiguous(memory_format=torch.channels_last),):
+        torch.testing.assert_close(ours(channels_last), theirs(x), rtol=4e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        ChannelLRN(8, 4, 0.001, 0.75, 1.0)
+    # the written-out backward pass against finite differences, in float64 (alpha large: d far from k)
+    wide = ChannelLRN(channels, size, 3.0, 0.75, 1.0).double()
+    assert torch.autograd.gradcheck(wide, (torch.randn(2, channels, 3, 2, dtype=torch.float64, requires_grad=True),))
+
+
+def test_cifarnet_is_the_plain_layers_it_documents():
+    """The fast path (channels-last, :class:`ChannelLRN`) against the same weights in torch's own modules,
+    contiguous: logits and every gradient within float32 rounding, and the state_dict has only the weights."""
+    fast = build_model("cifarnet", (3, 32, 32), 3)
+    plain = torch.nn.Sequential(
+        torch.nn.ZeroPad2d((2, 3, 2, 3)), torch.nn.Conv2d(3, 64, 6), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.LocalResponseNorm(9, 0.001, 0.75, 1.0), torch.nn.ZeroPad2d((2, 3, 2, 3)), torch.nn.Conv2d(64, 64, 6),
+        torch.nn.ReLU(), torch.nn.LocalResponseNorm(9, 0.001, 0.75, 1.0), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(4096, 384), torch.nn.ReLU(), torch.nn.Linear(384, 192), torch.nn.ReLU(),
+        torch.nn.Linear(192, 10),
+    )  # fmt: skip
+    fast.eval()  # no dropout: the plain stack has none
+    weights = {k: v.contiguous() for k, v in fast.state_dict().items()}
+    assert len(weights) == 10
+    plain.load_state_dict(dict(zip(plain.state_dict(), weights.values(), strict=True)))
+    x = to_input(torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)))
+    y = torch.arange(8) % 10
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-6)
+    F.cross_entropy(fast(x), y).backward()
+    F.cross_entropy(plain(x), y).backward()
+    for p, q in zip(fast.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_initial_weights_and_batches_are_pure_functions_of_the_seed():
