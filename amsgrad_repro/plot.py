@@ -15,9 +15,12 @@ TensorBoard run per optimizer, lr and seed). The events are read with TensorBoar
 - Runs that differ only by seed are drawn as their mean with a ±1 standard deviation band.
 - By default t is log-scaled in the R_t/t panels (R_t/t starts at hundreds and decays like 1/t, so a linear
   t-axis hides everything but the first steps) and linear in the x_t panels, as in the paper.
-- Real-data run directories (``logreg``, ``mlp``, ``cifarnet``) give Figure 2's layout instead: per run
-  directory, training loss (log scale) and test loss against iterations, one curve per optimizer at its best
-  (lr, β2) cell by final training loss (``--cells all``: every cell), mean ± sd over seeds.
+- Real-data run directories (``logreg``, ``mlp``, ``cifarnet``; one per model) give Figure 2's arrangement
+  instead, each panel in the paper's place (:func:`make_real_figure`): top row logistic regression's training
+  and test loss and the network's training loss, bottom row CIFARNET's training and test loss and, in the free
+  place, the network's test loss (ours). Training loss on a log scale; one curve per optimizer at its best
+  (lr, β2) cell by final training loss (``--cells all``: every cell), mean ± sd over seeds. Titles name the
+  paper's panel and what the files were (e.g. ``cifar10 (CIFAR-10, JPEG copy)``).
 - The figure is written as PNG and SVG, by default as ``<first run dir>/figure.png`` and ``.svg``.
 """
 
@@ -266,27 +269,63 @@ def load_real_run_dir(run_dir: Path, which: str = "best") -> tuple[dict, dict[st
 
 
 def make_real_figure(run_dirs: list[Path], which: str = "best"):
-    """The paper's Figure 2 layout: for each run directory (one model each), training loss and test loss
-    against iterations, one curve per optimizer (its best cell, or every cell), mean ± sd bands over seeds."""
+    """The paper's Figure 2 arrangement, two rows by three columns, each panel in the paper's place
+    (:data:`~.realdata.config.FIGURE2`, the same as the Custom Scalars layout): top row logistic regression's
+    training loss (left) and test loss (centre), the network's training loss (right); bottom row CIFARNET's
+    training loss and test loss, and in the free place (bottom right) the network's test loss, titled as ours.
+    One run directory per model; a model not given leaves its places empty (a row with nothing is left out),
+    never filled by another. One curve per optimizer (its best cell, or every cell), mean ± sd over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .realdata.config import FIGURE2
+
     loaded = [load_real_run_dir(d, which) for d in run_dirs]
-    fig, axes = plt.subplots(len(loaded), 2, figsize=(15, 3.8 * len(loaded)), squeeze=False)
-    for row, (summary, series) in zip(axes, loaded, strict=True):
+    by_model: dict[str, tuple[Path, dict, dict[str, list[Series]]]] = {}
+    for run_dir, (summary, series) in zip(run_dirs, loaded, strict=True):
+        model = summary.get("model")
+        if model not in FIGURE2:
+            raise PlotError(f"{run_dir / 'summary.json'} names no model of Figure 2 ({', '.join(FIGURE2)})")
+        if model in by_model:
+            raise PlotError(
+                f"{by_model[model][0]} and {run_dir} are both {model} runs: Figure 2 has one place per model "
+                "(plot them one at a time, or pass --cells all on one run directory)"
+            )
+        by_model[model] = (run_dir, summary, series)
+    panels = [
+        (place, title, tag, model) for model in by_model for title, tag, place in FIGURE2[model][1] if place is not None
+    ]
+    rows = sorted({place[0] for place, *_ in panels})
+    fig, axes = plt.subplots(len(rows), 3, figsize=(19, 4.6 * len(rows)), squeeze=False)
+    used = set()
+    for (row, col), title, tag, model in panels:
+        ax = axes[rows.index(row)][col]
+        _, summary, series = by_model[model]
         data = summary["data"]
-        where = f"{summary['model']} on {data['name']} ({data['train_samples']:,} train)"
-        _draw(row[0], series["train_loss"], "training loss", f"{where}: training loss", "linear")
-        _draw(row[1], series["test_loss"], "test loss", f"{where}: test loss", "linear")
-        row[0].set_yscale("log")
-        for ax in row:
-            ax.set_xlabel("iteration")
-        # one legend per model, beside its panels: the labels are long and would cover the curves
-        row[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        where = f"{_data_label(data)} ({data['train_samples']:,} train)"
+        _draw(ax, series[tag], tag.replace("_", " "), f"{title}\n{where}", "linear")
+        ax.set_xlabel("iteration")
+        if tag == "train_loss":
+            ax.set_yscale("log")
+        ax.legend(fontsize=7, loc="upper right", frameon=False)
+        used.add((rows.index(row), col))
+    for r in range(len(rows)):
+        for c in range(3):
+            if (r, c) not in used:
+                axes[r][c].remove()  # a place of a model not given: left empty, not filled by another
     fig.tight_layout()
     return fig
+
+
+def _data_label(data: dict) -> str:
+    """What a run read, as its summary recorded it: the data set's name, and the files' own description where
+    the loader recognised them (e.g. CIFAR-10 rebuilt from JPEG copies, not the official files)."""
+    label, files = str(data["name"]), data.get("files")
+    if isinstance(files, str) and files.lower().replace("-", "") != label.replace("-", ""):
+        label += f" ({files})"
+    return label
 
 
 def make_figure(run_dirs: list[Path], xscale: str = "auto"):

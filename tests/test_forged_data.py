@@ -105,7 +105,7 @@ def test_a_forged_array_shape_in_a_cifar_pickle_allocates_nothing(tmp_path):
 def test_a_cifar_batch_of_any_pickle_protocol_is_read(tmp_path, protocol):
     rng = np.random.default_rng(protocol)
     batch = {b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 6).tolist()}
-    images, labels = data_mod._cifar_batch(pickle.dumps(batch, protocol=protocol), "batch")
+    images, labels, _ = data_mod._cifar_batch(pickle.dumps(batch, protocol=protocol), "batch")
     assert np.array_equal(images.reshape(6, 3072), batch[b"data"]) and labels.tolist() == batch[b"labels"]
 
 

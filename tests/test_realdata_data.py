@@ -233,3 +233,81 @@ def test_the_embedded_subset():
         "image_shape": [1, 28, 28],
         "sha256": EMBEDDED_SHA256,
     }
+
+
+def _with_heads(heads: tuple[tuple[int, ...], tuple[int, ...]]) -> dict[str, np.ndarray]:
+    arrays = {k: v.copy() for k, v in ARRAYS.items()}
+    arrays["y_train"][:10] = heads[0]
+    arrays["y_test"] = np.array(heads[1], dtype=np.uint8)
+    arrays["x_test"] = RNG.integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    return arrays
+
+
+def test_the_files_name_the_data_set_whatever_data_says(tmp_path, capsys):
+    """Issue 26: `--data-dir <fashion-mnist> --data mnist` trained on Fashion-MNIST and called it mnist. The label
+    order names the files; the run prints, records (summary.json, the header, the HParams) and titles the truth."""
+    from amsgrad_repro.cli import main
+    from amsgrad_repro.realdata.provenance import FASHION_MNIST_HEADS, MNIST_HEADS
+
+    fashion = write_idx_dir(tmp_path / "f", gz=True, arrays=_with_heads(FASHION_MNIST_HEADS))
+    mnist = write_idx_dir(tmp_path / "m", gz=False, arrays=_with_heads(MNIST_HEADS))
+    other = write_idx_dir(tmp_path / "o", gz=False)
+    ds = load("mnist", fashion)
+    assert (ds.name, ds.asked, ds.provenance.files) == ("fashion-mnist", "mnist", "Fashion-MNIST")
+    assert "--data mnist, but these are Fashion-MNIST's files" in ds.note
+    assert ds.describe()["name"] == "fashion-mnist" and ds.describe()["asked"] == "mnist"
+    ds = load("fashion-mnist", mnist)
+    assert (ds.name, ds.asked, ds.label) == ("mnist", "fashion-mnist", "mnist")
+    ds = load("mnist", mnist)
+    assert (ds.name, ds.asked, ds.note) == ("mnist", None, "") and "asked" not in ds.describe()
+    ds = load("fashion-mnist", other)  # neither order: the name asked for, said to be unrecognised
+    assert (ds.name, ds.label) == ("fashion-mnist", "fashion-mnist (unrecognised fashion-mnist files)")
+    assert D.embedded().provenance is None  # the embedded subset says what it is in its source and note
+    (tmp_path / "k").mkdir()
+    np.savez(tmp_path / "k/mnist.npz", **_with_heads(FASHION_MNIST_HEADS))
+    assert load("mnist", tmp_path / "k").name == "fashion-mnist"  # Keras' format too
+
+    logdir = tmp_path / "logs"
+    argv = ["mlp", "--data-dir", str(fashion), "--iterations", "2", "--batch-size", "4", "--eval-every", "2"]
+    assert main([*argv, "--logdir", str(logdir), "--run-name", "r", "--jobs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "data: fashion-mnist from" in out and "--data mnist, but these are Fashion-MNIST's files" in out
+    import json
+
+    summary = json.loads((logdir / "mlp/r/summary.json").read_text())
+    assert summary["data"]["name"] == "fashion-mnist" and summary["data"]["asked"] == "mnist"
+    assert summary["data"]["files"] == "Fashion-MNIST"
+
+
+@pytest.mark.parametrize(
+    ("filename", "files"),
+    [(b"x.png", "CIFAR-10 format, not the official files"), (b"train/frog/0000.jpg", "CIFAR-10, JPEG copy")],
+)
+def test_cifar_files_that_are_not_the_official_ones_are_recorded_as_such(tmp_path, filename, files):
+    from amsgrad_repro.realdata.provenance import CIFAR10_MD5, identify_cifar
+
+    write_cifar(tmp_path, as_tar=False)
+    for path in (tmp_path / "cifar-10-batches-py").iterdir():
+        batch = pickle.loads(path.read_bytes(), encoding="bytes")
+        batch[b"filenames"] = [filename] * len(batch[b"labels"])
+        path.write_bytes(pickle.dumps(batch, protocol=2))
+    ds = load("cifar10", tmp_path)
+    assert (ds.name, ds.provenance.files) == ("cifar10", files) and ds.label == f"cifar10 ({files})"
+    assert ds.describe()["files"] == files and "md5s differ" in ds.describe()["files_detail"]
+    assert identify_cifar(dict(CIFAR10_MD5), "x.png").files == "CIFAR-10"  # the published md5s: the official files
+
+
+@pytest.mark.slow
+def test_the_projects_cifar10_copy_is_read_and_named_a_jpeg_copy():
+    """../shared/data/cifar10 (all 60,000 images, rebuilt from JPEG): read by the package's loader, its label
+    order the official one, and named for what it is."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+    if not root.is_dir():
+        pytest.skip("no ../shared/data/cifar10 beside the repository")
+    ds = load("cifar10", root)
+    assert ds.x_train.shape == (50_000, 3, 32, 32) and ds.x_test.shape == (10_000, 3, 32, 32)
+    assert ds.y_train[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert ds.y_test[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    assert ds.provenance.files == "CIFAR-10, JPEG copy" and "train/frog/0000.jpg" in ds.provenance.detail

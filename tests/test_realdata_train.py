@@ -462,3 +462,46 @@ def test_no_worker_outlives_a_driver_killed_outright(tmp_path):
     while any(_alive(pid) for pid in family) and time.time() < stop:
         time.sleep(0.2)
     assert len(family) >= 3 and not any(_alive(pid) for pid in family)
+
+
+def test_figure_2_puts_each_panel_in_the_papers_place(tmp_path, tiny_cifar, capsys):
+    """Issue 26: the paper's arrangement, read back from the axes (their grid place and title): top row logistic
+    regression's training and test loss and the network's training loss, bottom row CIFARNET's two panels and,
+    in the free place, the network's test loss (ours). A model not given leaves its places empty; the order of
+    the run directories does not matter; two runs of one model are refused."""
+    from amsgrad_repro.plot import make_real_figure
+
+    common = ["--iterations", "4", "--log-every", "2", "--eval-every", "2", "--logdir", str(tmp_path), "--no-progress"]
+    assert main(["logreg", *common, "--run-name", "l", "--batch-size", "8"]) == 0
+    assert main(["mlp", *common, "--run-name", "m", "--batch-size", "8"]) == 0
+    assert main(["cifarnet", *common, "--run-name", "c", "--batch-size", "4", "--data-dir", str(tiny_cifar)]) == 0
+    capsys.readouterr()
+    dirs = {m: tmp_path / m / r for m, r in (("logreg", "l"), ("mlp", "m"), ("cifarnet", "c"))}
+
+    def places(*models):
+        fig = make_real_figure([dirs[m] for m in models])
+        got = {}
+        for ax in fig.axes:
+            spec = ax.get_subplotspec()
+            got[(spec.rowspan.start, spec.colspan.start)] = ax.get_title().split("\n")[0]
+        return got, fig.axes[0].get_subplotspec().get_gridspec().get_geometry()
+
+    top = {
+        (0, 0): "Figure 2, top left: logistic regression, training loss",
+        (0, 1): "Figure 2, top centre: logistic regression, test loss",
+        (0, 2): "Figure 2, top right: one-hidden-layer network, training loss",
+    }
+    bottom = {
+        (1, 0): "Figure 2, bottom left: CIFARNET, training loss",
+        (1, 1): "Figure 2, bottom right: CIFARNET, test loss",
+        (1, 2): "one-hidden-layer network, test loss (ours; not a panel of Figure 2)",
+    }
+    assert places("logreg", "mlp", "cifarnet") == ({**top, **bottom}, (2, 3))
+    assert places("cifarnet", "mlp", "logreg") == ({**top, **bottom}, (2, 3))  # order given: no matter
+    assert places("logreg", "mlp") == ({**top, (1, 2): bottom[(1, 2)]}, (2, 3))  # CIFARNET's places left empty
+    assert places("cifarnet") == ({(0, 0): bottom[(1, 0)], (0, 1): bottom[(1, 1)]}, (1, 3))  # an empty row: gone
+    fig = make_real_figure([dirs["cifarnet"]])
+    assert "cifar10 (CIFAR-10 format, not the official files)" in fig.axes[0].get_title()  # what the files are
+    assert main(["plot", str(dirs["mlp"]), str(dirs["mlp"]), "--out", str(tmp_path / "x")]) == 2
+    assert "Figure 2 has one place per model" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

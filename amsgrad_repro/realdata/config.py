@@ -21,31 +21,33 @@ __all__ = ["FIGURE2", "MODEL_DEFAULTS", "REAL_DATA_EPS", "RealConfig", "RealRun"
 
 #: the paper's Figure 2: top row logistic regression's training loss (left) and test loss (centre) and the
 #: network's training loss (right), on MNIST; bottom row CIFARNET's training and test loss, on CIFAR-10. Per model:
-#: where it is in the figure (for --help), and (chart title, tag) for TensorBoard's Custom Scalars layout (the
-#: panels the figure has, then ours, labelled as such)
+#: where it is in the figure (for --help), and per chart (title, tag, place): TensorBoard's Custom Scalars layout
+#: (the panels the figure has, then ours, labelled as such) and ``plot``'s grid of two rows by three columns
+#: (row, column), the same panels in the paper's places; the network's test loss, which the paper does not plot,
+#: takes the one free place (bottom right); test accuracy is in TensorBoard and the tables, not in the figure.
 FIGURE2 = {
     "logreg": (
         "Figure 2, top left and top centre",
         [
-            ("Figure 2, top left: logistic regression, training loss", "train_loss"),
-            ("Figure 2, top centre: logistic regression, test loss", "test_loss"),
-            ("logistic regression, test accuracy (ours; not a panel of Figure 2)", "test_accuracy"),
+            ("Figure 2, top left: logistic regression, training loss", "train_loss", (0, 0)),
+            ("Figure 2, top centre: logistic regression, test loss", "test_loss", (0, 1)),
+            ("logistic regression, test accuracy (ours; not a panel of Figure 2)", "test_accuracy", None),
         ],
     ),
     "mlp": (
         "Figure 2, top right",
         [
-            ("Figure 2, top right: one-hidden-layer network, training loss", "train_loss"),
-            ("one-hidden-layer network, test loss (ours; not a panel of Figure 2)", "test_loss"),
-            ("one-hidden-layer network, test accuracy (ours; not a panel of Figure 2)", "test_accuracy"),
+            ("Figure 2, top right: one-hidden-layer network, training loss", "train_loss", (0, 2)),
+            ("one-hidden-layer network, test loss (ours; not a panel of Figure 2)", "test_loss", (1, 2)),
+            ("one-hidden-layer network, test accuracy (ours; not a panel of Figure 2)", "test_accuracy", None),
         ],
     ),
     "cifarnet": (
         "Figure 2, bottom row",
         [
-            ("Figure 2, bottom left: CIFARNET, training loss", "train_loss"),
-            ("Figure 2, bottom right: CIFARNET, test loss", "test_loss"),
-            ("CIFARNET, test accuracy (ours; not a panel of Figure 2)", "test_accuracy"),
+            ("Figure 2, bottom left: CIFARNET, training loss", "train_loss", (1, 0)),
+            ("Figure 2, bottom right: CIFARNET, test loss", "test_loss", (1, 1)),
+            ("CIFARNET, test accuracy (ours; not a panel of Figure 2)", "test_accuracy", None),
         ],
     ),
 }

@@ -47,7 +47,7 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,6 +55,7 @@ import numpy as np
 
 from ..files import NotAFile, open_regular
 from ..runs import UsageError
+from .provenance import Provenance, identify_cifar, identify_idx
 
 DATA_SETS = ("mnist", "fashion-mnist", "cifar10")
 #: the environment variable that names a data directory when --data-dir is not given
@@ -92,6 +93,10 @@ class DataSet:
     x_test: np.ndarray
     y_test: np.ndarray
     note: str = field(default="", compare=False)
+    #: which files these are, told from the files (:mod:`.provenance`); None for generated or embedded data
+    provenance: Provenance | None = field(default=None, compare=False)
+    #: the data set the caller asked for (``--data``), when the files turned out to be another
+    asked: str | None = field(default=None, compare=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -115,7 +120,20 @@ class DataSet:
             "test_samples": len(self.y_test),
             "image_shape": list(self.shape),
             "sha256": self.sha256(),
+            **({"asked": self.asked} if self.asked is not None else {}),
+            **(
+                {"files": self.provenance.files, "files_detail": self.provenance.detail}
+                if self.provenance is not None
+                else {}
+            ),
         }
+
+    @property
+    def label(self) -> str:
+        """The name with what the files are when that says more: ``cifar10 (CIFAR-10, JPEG copy)``."""
+        if self.provenance is None or self.provenance.files.lower().replace("-", "") == self.name.replace("-", ""):
+            return self.name
+        return f"{self.name} ({self.provenance.files})"
 
 
 # --- readers -----------------------------------------------------------------------------------------------
@@ -220,7 +238,19 @@ def read_idx_dir(name: str, directory: Path) -> DataSet:
     if files is None:
         raise DataError(f"no IDX files in {directory}")
     arrays = {key: read_idx(path) for key, path in files.items()}
-    return _checked(name, str(directory), arrays, (28, 28))
+    return _identified(name, _checked(name, str(directory), arrays, (28, 28)))
+
+
+def _identified(asked: str, data: DataSet) -> DataSet:
+    """``data`` named after what its files are (:func:`.provenance.identify_idx`), with a note when that is not
+    what was asked for."""
+    found = identify_idx(asked, data.y_train, data.y_test)
+    if found.name == asked:
+        return replace(data, provenance=found)
+    note = f"--data {asked}, but these are {found.detail}: the run is recorded and titled as {found.name}" + (
+        f"; {data.note}" if data.note else ""
+    )
+    return replace(data, name=found.name, provenance=found, asked=asked, note=note)
 
 
 def read_keras_npz(name: str, path: Path) -> DataSet:
@@ -246,7 +276,7 @@ def read_keras_npz(name: str, path: Path) -> DataSet:
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path} is not a readable .npz file ({e})") from None
-    return _checked(name, str(path), arrays, (28, 28))
+    return _identified(name, _checked(name, str(path), arrays, (28, 28)))
 
 
 def _npz_member(archive: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
@@ -331,9 +361,9 @@ def _count_ops(raw: bytes, where: str) -> None:
         raise DataError(f"{where} is not a CIFAR-10 batch (not a whole pickle: {e})") from None
 
 
-def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 batch dict → (images uint8 (n, 3, 32, 32), labels). Any pickle protocol (2 to 5) is read;
-    its opcodes are counted before anything is built (:data:`MAX_PICKLE_OPS`)."""
+def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """One CIFAR-10 batch dict → (images uint8 (n, 3, 32, 32), labels, its first filename or ""). Any pickle
+    protocol (2 to 5) is read; its opcodes are counted before anything is built (:data:`MAX_PICKLE_OPS`)."""
     _count_ops(raw, where)
     try:
         batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
@@ -354,22 +384,27 @@ def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{where}: 'labels' must be integers, found {labels.dtype}")
     if labels.shape != (len(data),):
         raise DataError(f"{where}: {len(data)} images but {labels.size} labels")
-    return data.reshape(-1, 3, 32, 32), labels
+    names = batch.get("filenames")
+    first = names[0] if isinstance(names, list) and names and isinstance(names[0], (bytes, str)) else b""
+    first = first.decode("utf-8", "replace") if isinstance(first, bytes) else first
+    return data.reshape(-1, 3, 32, 32), labels, first
 
 
 _CIFAR_TRAIN = [f"data_batch_{k}" for k in range(1, 6)]
 
 
 def read_cifar_dir(directory: Path) -> DataSet:
-    batches = []
+    batches, md5s = [], {}
     for member in [*_CIFAR_TRAIN, "test_batch"]:
         path = directory / member
         if not path.is_file():
             raise DataError(
                 f"{directory} has no {member} (CIFAR-10's python directory has data_batch_1..5, test_batch)"
             )
-        batches.append(_cifar_batch(_read_bytes(path), str(path)))
-    return _cifar(str(directory), batches)
+        raw = _read_bytes(path)
+        md5s[member] = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        batches.append(_cifar_batch(raw, str(path)))
+    return _cifar(str(directory), batches, md5s)
 
 
 def read_cifar_tar(path: Path) -> DataSet:
@@ -377,27 +412,29 @@ def read_cifar_tar(path: Path) -> DataSet:
     try:
         with _regular(path) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
             members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
-            batches = []
+            batches, md5s = [], {}
             for member in [*_CIFAR_TRAIN, "test_batch"]:
                 if member not in members:
                     raise DataError(f"{path} has no {member}")
                 if members[member].size > MAX_FILE_BYTES:  # the tar header's size, before anything is read
                     raise DataError(f"{path}:{member} declares {members[member].size:,} bytes: not a CIFAR-10 batch")
-                f = tar.extractfile(members[member])
-                batches.append(_cifar_batch(f.read(), f"{path}:{members[member].name}"))
+                raw = tar.extractfile(members[member]).read()
+                md5s[member] = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+                batches.append(_cifar_batch(raw, f"{path}:{members[member].name}"))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} is not a readable tar archive ({e}): the file is truncated or corrupt") from None
-    return _cifar(str(path), batches)
+    return _cifar(str(path), batches, md5s)
 
 
-def _cifar(source: str, batches: list[tuple[np.ndarray, np.ndarray]]) -> DataSet:
+def _cifar(source: str, batches: list[tuple[np.ndarray, np.ndarray, str]], md5s: dict[str, str]) -> DataSet:
     arrays = {
         "x_train": np.concatenate([b[0] for b in batches[:-1]]),
         "y_train": np.concatenate([b[1] for b in batches[:-1]]),
         "x_test": batches[-1][0],
         "y_test": batches[-1][1],
     }
-    return _checked("cifar10", source, arrays, (32, 32))
+    found = identify_cifar(md5s, batches[0][2])
+    return replace(_checked("cifar10", source, arrays, (32, 32)), provenance=found)
 
 
 def _checked(name: str, source: str, arrays: dict[str, np.ndarray], hw: tuple[int, int], note: str = "") -> DataSet:

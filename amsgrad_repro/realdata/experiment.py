@@ -215,7 +215,7 @@ def _header(cfg: RealConfig, data: DataSet, runs: list[RealRun], run_dir: RunDir
     )
     c, h, w = data.shape
     print(
-        f"  data: {data.name} from {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test, "
+        f"  data: {data.label} from {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test, "
         f"{c}×{h}×{w}; model {params:,} parameters on {device}",
         file=out,
     )
@@ -282,7 +282,7 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
         _header(cfg, data, runs, run_dir, device, out)
         print(f"  writing {volume}", file=out)
         title = f"Figure 2 ({cfg.model}): {cfg.model}/{run_dir.final.name}"
-        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag in FIGURE2[cfg.model][1]])
+        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag, _ in FIGURE2[cfg.model][1]])
         if cluster is not None:
             gpu = " and 1 GPU" if device == "cuda" else ""
             print(f"  on {cluster.describe()}; one task per run, {cfg.threads or 1} CPU(s){gpu} each", file=out)
