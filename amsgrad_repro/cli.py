@@ -219,6 +219,18 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
         "--eps", type=float, default=None, help="ε (default: each optimizer's own; 1e-8 for amsgrad-paper and adamnc)"
     )
     g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        metavar="λ",
+        help="weight decay for every optimizer: L2, g ← g + λ·x, as torch.optim's weight_decay (default: 0)",
+    )
+    g.add_argument(
+        "--decoupled-weight-decay",
+        action="store_true",
+        help="AdamW's form instead, x ← (1 − α_t·λ)·x (adam, the AMSGrads, adamnc, torch.optim.Adam, NAdam…)",
+    )
+    g.add_argument(
         "--seed",
         type=seed_values,
         nargs="+",
@@ -269,6 +281,8 @@ def real_config_from_args(args: argparse.Namespace):
         beta1=args.beta1,
         beta2s=None if args.beta2 is None else tuple(args.beta2),
         eps=args.eps,
+        weight_decay=args.weight_decay,
+        decoupled_weight_decay=args.decoupled_weight_decay,
         seeds=_flatten(args.seed) or (0,),
         iterations=args.iterations,
         batch_size=args.batch_size,

@@ -80,8 +80,10 @@ def _adam(amsgrad: bool) -> Callable[[Params, Mapping], torch.optim.Optimizer]:
         from .algorithms import AdaptiveMoment, AMSGrad
 
         betas = (hp["beta1"], hp["beta2"])
-        if _constant_schedules(hp):
+        if _constant_schedules(hp) and hp["eps"] > 0:
             return _optim().Adam(params, lr=hp["lr"], betas=betas, eps=hp["eps"], amsgrad=amsgrad)
+        # ε = 0: ours, bit for bit torch's update but for a zero second moment, which does not move instead of
+        # 0/0 = NaN (amsgrad_repro.algorithms._update; the fused engine does the same)
         if amsgrad:
             return AMSGrad(params, hp["lr"], betas, hp["eps"], variant="pytorch", **_ours(hp))
         return AdaptiveMoment(params, hp["lr"], betas, hp["eps"], **_ours(hp))
@@ -166,7 +168,7 @@ ZOO: dict[str, ZooEntry] = {
             "bias-corrected Adam (torch's)",
             {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
             _adam(False),
-            "torch.optim.Adam (AdaptiveMoment with a schedule)",
+            "torch.optim.Adam (AdaptiveMoment with a schedule or ε = 0)",
             display="Adam",
         ),
         ZooEntry(
@@ -192,7 +194,7 @@ ZOO: dict[str, ZooEntry] = {
             "torch's AMSGrad: max of raw v, then bias correction",
             {"lr": 1e-3, **_BETAS, "eps": 1e-8, **_SCHEDULES},
             _adam(True),
-            "torch.optim.Adam(amsgrad=True) (AMSGrad(variant='pytorch') with a schedule)",
+            "torch.optim.Adam(amsgrad=True) (AMSGrad(variant='pytorch') with a schedule or ε = 0)",
             display="AMSGrad (PyTorch variant)",
         ),
         ZooEntry(

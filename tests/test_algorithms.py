@@ -286,7 +286,9 @@ BAD_API = [
     lambda p: AdaptiveMoment(p, amsgrad="pytorch", bias_correction=False),
     lambda p: AdaptiveMoment(p, beta2_schedule="adamnc", amsgrad="paper"),
     lambda p: AdamNC(p, beta1=1.0),
-    lambda p: AdamNC(p, lr=0.0),
+    lambda p: AdamNC(p, lr=torch.tensor([1e-3, 1e-3])),  # torch: "Tensor lr must be 1-element"
+    lambda p: AMSGrad(p, weight_decay=-1e-2),
+    lambda p: AMSGrad(p, maximize=1),
 ]
 
 

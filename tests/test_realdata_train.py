@@ -505,3 +505,46 @@ def test_figure_2_puts_each_panel_in_the_papers_place(tmp_path, tiny_cifar, caps
     assert main(["plot", str(dirs["mlp"]), str(dirs["mlp"]), "--out", str(tmp_path / "x")]) == 2
     assert "Figure 2 has one place per model" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "decoupled", "reference"),
+    [
+        ("adam", False, lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.05)),
+        ("adam", True, lambda p: torch.optim.AdamW(p, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.05)),
+        ("amsgrad", True, lambda p: torch.optim.AdamW(p, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.05, amsgrad=True)),
+        ("sgd", False, lambda p: torch.optim.SGD(p, lr=1e-3, weight_decay=0.05)),
+    ],
+)
+def test_weight_decay_on_real_data_is_torchs_at_every_step(tmp_path, read_scalars, spec, decoupled, reference):
+    """Issue 24: ``--weight-decay`` (L2) and ``--decoupled-weight-decay`` (AdamW's form) against torch's own
+    optimizers in a plain loop written here: the logged minibatch loss bit for bit at every iteration."""
+    argv = ["mlp", "--optimizers", spec, "--iterations", "25", "--log-every", "1", "--eval-every", "25"]
+    argv += ["--weight-decay", "0.05", "--seed", "7", "--logdir", str(tmp_path), "--run-name", "wd", "--no-progress"]
+    assert main([*argv, "--jobs", "1", *(["--decoupled-weight-decay"] if decoupled else [])]) == 0
+    logged = [v for _, v in read_scalars(tmp_path / "mlp/wd" / spec)["train_loss"]]
+    model = build_model("mlp", (1, 28, 28), 7)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the run (--threads 1): a matmul's summation order depends on the threads
+    try:
+        expected = _plain_loop(model, reference(model.parameters()), 7, 25)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(logged) == 25 and np.array_equal(np.float32(logged), np.float32(expected))  # events hold float32
+    summary = json.loads((tmp_path / "mlp/wd/summary.json").read_text())
+    assert summary["config"]["weight_decay"] == 0.05 and summary["config"]["decoupled_weight_decay"] is decoupled
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--weight-decay", "nan"], "--weight-decay must be >= 0"),
+        (["--decoupled-weight-decay"], "needs --weight-decay > 0"),
+        (["--weight-decay", "0.1", "--decoupled-weight-decay", "--optimizers", "sgd"], "sgd has no decoupled_weight"),
+    ],
+)
+def test_bad_weight_decay_is_one_line_and_nothing_written(tmp_path, capsys, argv, says):
+    assert main(["mlp", *argv, "--iterations", "2", "--logdir", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and not any(tmp_path.iterdir())

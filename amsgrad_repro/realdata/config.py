@@ -75,6 +75,9 @@ class RealConfig:
     beta1: float | None = None
     beta2s: tuple[float, ...] | None = None
     eps: float | None = None
+    #: λ for every optimizer of the grid: L2 (torch.optim's ``weight_decay``), or AdamW's form when decoupled
+    weight_decay: float = 0.0
+    decoupled_weight_decay: bool = False
     seeds: tuple[int, ...] = (0,)
     iterations: int | None = None
     batch_size: int = 128

@@ -42,7 +42,21 @@ def _trial(cfg: RealConfig, data: DataSet, run: RealRun, device: str, logger, ex
     batches = Batches(data.x_train, data.y_train, cfg.batch_size, run.seed, device)
     callbacks = [SqrtDecay()] if cfg.lr_schedule == "sqrt" else []
     callbacks += [Evaluate(data.x_test, data.y_test, cfg.eval_every, cfg.iterations, device), logger, *extra]
-    return build_trial(model, run.choice.build(model.parameters()), batches, cfg.iterations, callbacks).to(device)
+    return build_trial(model, build_optimizer(cfg, run, model), batches, cfg.iterations, callbacks).to(device)
+
+
+def build_optimizer(cfg: RealConfig, run: RealRun, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The run's optimizer, with the invocation's weight decay in every param group: ``weight_decay`` (L2, as
+    torch.optim's) and, with ``--decoupled-weight-decay``, ``decoupled_weight_decay`` (AdamW's form), the keys
+    torch's optimizers and ours read at every step. Which optimizers have them is checked before anything runs
+    (:func:`.experiment.check`)."""
+    opt = run.choice.build(model.parameters())
+    if cfg.weight_decay:
+        for group in opt.param_groups:
+            group["weight_decay"] = cfg.weight_decay
+            if cfg.decoupled_weight_decay:
+                group["decoupled_weight_decay"] = True
+    return opt
 
 
 def _numbers(logger) -> dict:

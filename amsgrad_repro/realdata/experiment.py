@@ -90,6 +90,8 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
         (len(set(cfg.beta2s or ())) == len(cfg.beta2s or ()), f"--beta2 has a repeated value: {cfg.beta2s}"),
         (cfg.beta1 is None or 0 <= cfg.beta1 < 1, f"--beta1 must lie in [0, 1), got {cfg.beta1}"),
         (cfg.eps is None or (math.isfinite(cfg.eps) and cfg.eps >= 0), f"--eps must be >= 0, got {cfg.eps}"),
+        (0 <= cfg.weight_decay < math.inf, f"--weight-decay must be >= 0, got {cfg.weight_decay}"),
+        (cfg.weight_decay > 0 or not cfg.decoupled_weight_decay, "--decoupled-weight-decay needs --weight-decay > 0"),
         (len(cfg.seeds) >= 1 and all(s >= 0 for s in cfg.seeds), "--seed values must be >= 0"),
         (len(set(cfg.seeds)) == len(cfg.seeds), f"--seed has a repeated value: {list(cfg.seeds)}"),
         (len(cfg.optimizers) >= 1, "--optimizers needs at least one name"),
@@ -119,7 +121,23 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
     if unused:
         flags = ", ".join(f"--{k}" for k in unused)
         raise UsageError(f"{flags} applies to none of --optimizers {' '.join(cfg.optimizers)}")
+    if cfg.weight_decay:
+        _check_weight_decay(cfg, runs)
     return cfg, runs, device
+
+
+def _check_weight_decay(cfg: RealConfig, runs: list[RealRun]) -> None:
+    """Every optimizer of the grid has the param-group keys ``--weight-decay`` (and ``--decoupled-weight-decay``)
+    set (:func:`.engines.build_optimizer`), or the invocation is refused: one built on a dummy parameter says."""
+    import torch
+
+    needed = ("weight_decay", "decoupled_weight_decay") if cfg.decoupled_weight_decay else ("weight_decay",)
+    for r in {r.choice.label: r for r in runs}.values():
+        defaults = r.choice.build([torch.nn.Parameter(torch.zeros(1))]).defaults
+        missing = [k for k in needed if k not in defaults]
+        if missing:
+            flag = "--decoupled-weight-decay" if "weight_decay" not in missing else "--weight-decay"
+            raise UsageError(f"{flag}: {r.choice.label} has no {missing[0]} (its options: {', '.join(defaults)})")
 
 
 def _planned(run: RealRun) -> dict:
@@ -228,6 +246,8 @@ def _header(cfg: RealConfig, data: DataSet, runs: list[RealRun], run_dir: RunDir
 def _session_hparams(cfg: RealConfig, data: DataSet):
     """A run's row → its hyperparameters for TensorBoard's HParams dashboard (see amsgrad_repro.dashboards)."""
     grid = {"model": cfg.model, "data": data.name, "lr_schedule": cfg.lr_schedule, "batch_size": cfg.batch_size}
+    if cfg.weight_decay:
+        grid |= {"weight_decay": cfg.weight_decay, "decoupled_weight_decay": cfg.decoupled_weight_decay}
 
     def hparams(row: dict) -> dict:
         own = {k: v for k, v in row["hyperparameters"].items() if k != "optimizer"}
@@ -312,6 +332,8 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
             "beta1": cfg.beta1,
             "beta2s": None if cfg.beta2s is None else list(cfg.beta2s),
             "eps": cfg.eps,
+            "weight_decay": cfg.weight_decay,
+            "decoupled_weight_decay": cfg.decoupled_weight_decay,
             "seeds": list(cfg.seeds),
             "batch_size": cfg.batch_size,
             "lr_schedule": cfg.lr_schedule,

@@ -258,6 +258,8 @@ def _window(
                         vmr = max(vmr, vr)
                         vv = vmr
                     denom = _as(_as(np.sqrt(vv), xr) + epsf, xr)
+                if denom == 0.0:  # v̂ = 0 with ε = 0: the coordinate does not move (0/∞), not 0/0 = NaN
+                    denom = _as(np.inf, xr)  # as amsgrad_repro.algorithms._update
                 xr = xr + _as(_as(-step, xr) * mr, xr) / denom
             xr = min(max(xr, lof), hif)  # Π_F
             if t % log_every == 0 or t == last_t:

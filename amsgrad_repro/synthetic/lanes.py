@@ -154,6 +154,7 @@ def _block(r0, r1, coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps, ne
                 vm = max(vm, vr) if ams[r] else vm  # v̂_t = max(v̂, v_t)
                 vv = vm if ams[r] else vr
                 denom = _as(_as(np.sqrt(vv), mo) + eps[r], mo)
+                denom = denom if denom != 0.0 else _as(np.inf, mo)  # v̂ = 0, ε = 0: no move (algorithms._update)
                 xr = x[r] + _as(neg_lr[r] * mr, mo) / denom  # x − α·m/(√v̂ + ε), as addcdiv_
                 x[r] = min(max(xr, lo[r]), hi[r])  # Π_F
                 m[r], v[r], vmax[r] = mr, vr, vm
@@ -174,6 +175,7 @@ def _block(r0, r1, coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps, ne
                 vm = max(vm, _as(vr / div[r], mo)) if ams[r] else vm
                 vv = vm if ams[r] else vr
                 denom = _as(_as(np.sqrt(vv) / root[r], mo) + eps[r], mo)
+                denom = denom if denom != 0.0 else _as(np.inf, mo)
                 xr = x[r] + _as(neg_step[r] * mr, mo) / denom
                 x[r] = min(max(xr, lo[r]), hi[r])
                 m[r], v[r], vmax[r] = mr, vr, vm
