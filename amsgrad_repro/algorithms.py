@@ -142,8 +142,10 @@ class AdaptiveMoment(torch.optim.Optimizer):
         _check_real("beta1_decay (λ)", beta1_decay, 0.0, 1.0, lo_open=True, hi_open=False)
         _check_choice("beta2_schedule", beta2_schedule, BETA2_SCHEDULES)
         for name, flag in (("decoupled_weight_decay", decoupled_weight_decay), ("maximize", maximize)):
-            _check_choice(name, flag, (False, True))
-        _check_choice("foreach", foreach, (None, False, True))
+            if not isinstance(flag, bool):  # 1 == True: a membership test would take it
+                raise ValueError(f"invalid {name}: {flag!r} (True or False)")
+        if not (foreach is None or isinstance(foreach, bool)):
+            raise ValueError(f"invalid foreach: {foreach!r} (None, True or False)")
         if bias_correction is None:
             bias_correction = amsgrad != "paper" and beta2_schedule != "adamnc"
         required = {"paper": False, "pytorch": True, "corrected": True}.get(amsgrad)

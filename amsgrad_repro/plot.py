@@ -173,9 +173,12 @@ def _draw(ax, series: list[Series], ylabel: str, title: str, xscale: str) -> Non
     ax.grid(True, alpha=0.3)
     if ylabel == "R_t / t" and series:
         everything = np.concatenate([s.mean for s in series])
-        if xscale == "log" and everything.size and np.all(everything > 0):
-            # R_t/t falls like 1/t from about 1000: on log-log axes every part of every curve is visible
-            ax.set_yscale("log")
+        if xscale == "log":
+            if everything.size and np.all(everything > 0):
+                # R_t/t falls like 1/t from about 1000: on log-log axes every part of every curve is visible
+                ax.set_yscale("log")
+            # otherwise (a mean that goes negative) matplotlib's limits from everything drawn: on a log-t axis
+            # the first steps are in view, so limits taken from the last 99 % of t would cut the curves (issue 27)
             return
         # a linear t-axis: skip the first 1% of t, where R_t/t is in the hundreds (a sliver at the left edge)
         tail = [s.mean[s.steps >= s.steps[-1] / 100] for s in series]

@@ -143,13 +143,14 @@ def test_sigterm_and_a_concurrent_overwrite(tmp_path, capsys, read_scalars, read
     argv += ["--logdir", str(tmp_path), "--run-name", "live"]
     proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
     run_dir = tmp_path / "online/live"
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a hang guard only
     while time.time() < deadline and not any((run_dir / "adam").glob("events.*")):
         time.sleep(0.2)
     assert main([*argv, "--overwrite", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"being written by another process (pid {proc.pid})" in err
-    time.sleep(2)
+    while time.time() < deadline and "x" not in read_scalars(run_dir / "adam"):  # a step logged: an event
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode == 143

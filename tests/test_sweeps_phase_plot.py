@@ -328,3 +328,26 @@ def test_one_run_dir_gives_its_two_panels(figure_runs):
     assert len(fig.axes) == 2
     steps = fig.axes[1].get_lines()[0].get_xdata()
     assert np.all(np.diff(steps) > 0)
+
+
+def test_a_log_t_panel_whose_mean_goes_negative_shows_every_curve_whole():
+    """Issue 27: on a log-t axis the first steps are in view, so the limits come from everything drawn, not from
+    t ≥ 1 % of the run (which set the floor at 0 and cut off the negative means docs/figures.md describes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amsgrad_repro.plot import Series, _draw
+
+    steps = np.arange(1, 100_001, 100)
+    mean = 300 / steps - 0.05  # hundreds at first, then below zero for most of the run
+    _, ax = plt.subplots()
+    _draw(ax, [Series("a", steps, mean, np.full_like(mean, 0.01), 3)], "R_t / t", "seeds", "log")
+    lo, hi = ax.get_ylim()
+    assert ax.get_yscale() == "linear" and lo <= mean.min() - 0.01 and hi >= mean.max()
+    _, ax = plt.subplots()
+    _draw(ax, [Series("a", steps, mean, None, 1)], "R_t / t", "linear t", "linear")
+    lo, hi = ax.get_ylim()  # a linear t-axis: the first 1 % is a sliver, left out of the limits, 0 kept in view
+    assert lo <= mean.min() and hi < mean.max() and lo < 0 < hi
+    plt.close("all")
