@@ -223,7 +223,7 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
         type=float,
         default=0.0,
         metavar="λ",
-        help="weight decay for every optimizer: L2, g ← g + λ·x, as torch.optim's weight_decay (default: 0)",
+        help="weight decay for every optimizer: L2, g ← g + λ·x, as torch.optim's weight_decay",
     )
     g.add_argument(
         "--decoupled-weight-decay",
