@@ -222,9 +222,11 @@ def _adopt(opt: AdaptiveMoment, state_dict: dict) -> dict:
     if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
         return state_dict  # torch's own check says what is wrong
     ours = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-    if all(set(mine) <= set(saved) and saved.get("amsgrad") in (None, *AMSGRAD_VARIANTS)
-           for mine, saved in zip(ours, groups, strict=True)):  # fmt: skip
-        return _step_tensors(state_dict)
+    if all("lr_schedule" in saved and "bias_correction" in saved and saved.get("amsgrad") in (None, *AMSGRAD_VARIANTS)
+           for saved in groups):  # fmt: skip
+        # ours; one saved before weight_decay, maximize and foreach existed takes this optimizer's values for them
+        filled = [{**mine, **saved} for mine, saved in zip(ours, groups, strict=True)]
+        return _step_tensors({**state_dict, "param_groups": filled})
     if not all(g.get("amsgrad") is True and {"lr", "betas", "eps", "weight_decay"} <= set(g) for g in groups):
         missing = sorted(set(ours[0]) - set(groups[0]))
         raise ValueError(
@@ -249,13 +251,15 @@ def _adopt(opt: AdaptiveMoment, state_dict: dict) -> dict:
 
 
 def _step_tensors(state_dict: dict) -> dict:
-    """Each parameter's step as a float64 tensor (torch's Adam saves float32; an older state of ours, an int)."""
+    """Each parameter's step (and Π β1s) as a float64 tensor (torch's Adam saves float32; an older state of ours,
+    Python numbers)."""
     state = {}
-    for key, s in state_dict.get("state", {}).items():
+    for index, s in state_dict.get("state", {}).items():
         s = dict(s)
-        if "step" in s:
-            s["step"] = torch.as_tensor(s["step"], dtype=torch.float64).clone()
-        state[key] = s
+        for key in ("step", "beta1_product"):  # an older state of ours kept them as Python numbers
+            if key in s:
+                s[key] = torch.as_tensor(s[key], dtype=torch.float64).clone()
+        state[index] = s
     return {**state_dict, "state": state}
 
 

@@ -246,6 +246,30 @@ def test_a_torch_adam_checkpoint_continues_in_amsgrad_pytorch_bit_for_bit():
     assert again.state_dict()["param_groups"] == ours.state_dict()["param_groups"]
 
 
+def test_a_state_dict_of_ours_from_before_these_options_still_loads():
+    """Saved before weight_decay, maximize, foreach and tensor steps: int step, float Π β1s, fewer group keys."""
+    make = functools.partial(AMSGrad, lr=1e-2, beta1_schedule="exp", beta1_decay=0.9)
+    _, opt, model = _run(make, steps=3)
+    old = copy.deepcopy(opt.state_dict())
+    for g in old["param_groups"]:
+        for key in ("weight_decay", "decoupled_weight_decay", "maximize", "foreach"):
+            del g[key]
+    for st in old["state"].values():
+        st["step"], st["beta1_product"] = int(st["step"].item()), st["beta1_product"].item()
+    again = make(copy.deepcopy(model).parameters())
+    again.load_state_dict(old)
+    assert (
+        again.param_groups[0]["weight_decay"] == 0.0 and again.state_dict()["state"][0]["step"].dtype == torch.float64
+    )
+    _grads(3, model)
+    opt.step()  # one more step of the original, and the same step of the restored one: equal
+    params = list(again.param_groups[0]["params"])
+    for p, q in zip(params, model, strict=True):
+        p.grad = q.grad.clone()
+    again.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, model, strict=True))
+
+
 @pytest.mark.parametrize(
     ("source", "target", "says"),
     [
