@@ -49,7 +49,7 @@ def build_optimizer(cfg: RealConfig, run: RealRun, model: torch.nn.Module) -> to
     """The run's optimizer, with the invocation's weight decay in every param group: ``weight_decay`` (L2, as
     torch.optim's) and, with ``--decoupled-weight-decay``, ``decoupled_weight_decay`` (AdamW's form), the keys
     torch's optimizers and ours read at every step. Which optimizers have them is checked before anything runs
-    (:func:`.experiment.check`)."""
+    (:func:`.experiment._check_weight_decay`)."""
     opt = run.choice.build(model.parameters())
     if cfg.weight_decay:
         for group in opt.param_groups:
