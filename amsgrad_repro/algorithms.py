@@ -355,11 +355,10 @@ def _update_foreach(params: list[torch.Tensor], states: list[dict], group: dict)
         for p, s in zip(params, states, strict=True):
             _update(p, p.grad, s, group)
         return
-    numbers = [_step_numbers(states[0], group)]
+    lr_t, b1_t, b2_t, bc1, bc2 = _step_numbers(states[0], group)  # the same for every parameter here
     for s in states[1:]:
         if "beta1_product" in s:
             s["beta1_product"].copy_(states[0]["beta1_product"])  # the same product, advanced once
-    lr_t, b1_t, b2_t, bc1, bc2 = numbers[0]
     ps = [_real(p) for p in params]
     grads = [_real(p.grad) for p in params]
     ms = [_real(s["exp_avg"]) for s in states]

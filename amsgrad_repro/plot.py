@@ -325,10 +325,10 @@ def make_real_figure(run_dirs: list[Path], which: str = "best"):
 def _data_label(data: dict) -> str:
     """What a run read, as its summary recorded it: the data set's name, and the files' own description where
     the loader recognised them (e.g. CIFAR-10 rebuilt from JPEG copies, not the official files)."""
-    label, files = str(data["name"]), data.get("files")
-    if isinstance(files, str) and files.lower().replace("-", "") != label.replace("-", ""):
-        label += f" ({files})"
-    return label
+    from .realdata.provenance import label
+
+    files = data.get("files")
+    return label(str(data["name"]), files if isinstance(files, str) else None)
 
 
 def make_figure(run_dirs: list[Path], xscale: str = "auto"):

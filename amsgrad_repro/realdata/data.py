@@ -55,7 +55,7 @@ import numpy as np
 
 from ..files import NotAFile, open_regular
 from ..runs import UsageError
-from .provenance import Provenance, identify_cifar, identify_idx
+from .provenance import Provenance, identify_cifar, identify_idx, label
 
 DATA_SETS = ("mnist", "fashion-mnist", "cifar10")
 #: the environment variable that names a data directory when --data-dir is not given
@@ -131,9 +131,7 @@ class DataSet:
     @property
     def label(self) -> str:
         """The name with what the files are when that says more: ``cifar10 (CIFAR-10, JPEG copy)``."""
-        if self.provenance is None or self.provenance.files.lower().replace("-", "") == self.name.replace("-", ""):
-            return self.name
-        return f"{self.name} ({self.provenance.files})"
+        return label(self.name, None if self.provenance is None else self.provenance.files)
 
 
 # --- readers -----------------------------------------------------------------------------------------------

@@ -49,6 +49,14 @@ class Provenance:
     detail: str
 
 
+def label(name: str, files: str | None) -> str:
+    """``name``, with what the files are when that says more: ``cifar10 (CIFAR-10, JPEG copy)``, but ``mnist``
+    for MNIST's own files. For headers (from a DataSet) and figure titles (from a summary)."""
+    if files is None or files.lower().replace("-", "") == name.replace("-", ""):
+        return name
+    return f"{name} ({files})"
+
+
 def identify_idx(asked: str, y_train: np.ndarray, y_test: np.ndarray) -> Provenance:
     """MNIST or Fashion-MNIST, from the label order (module docstring); ``asked`` (``--data``) otherwise."""
     heads = (tuple(int(v) for v in y_train[:10]), tuple(int(v) for v in y_test[:10]))
