@@ -171,6 +171,12 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
     )
     g.add_argument("--run-name", default=None, help="run directory name (default: a timestamp)")
     g.add_argument("--log-every", type=count, default=d.log_every, help="write scalars every N steps (and at T)")
+    g.add_argument(
+        "--gamma",
+        action="store_true",
+        help="also log Γ_t = √V_t/α_t − √V_{t−1}/α_{t−1} (the paper's Section 3) and the fraction of steps with "
+        "Γ_t < 0, where the effective step size grew (docs/gamma.md)",
+    )
     add_output_flags(g)
     add_ray_flags(g)
 
@@ -265,6 +271,12 @@ def _add_real_flags(p: argparse.ArgumentParser, model: str) -> None:
     g.add_argument(
         "--eval-every", type=count, default=d.eval_every, help="test loss and accuracy every N (and at the end)"
     )
+    g.add_argument(
+        "--gamma",
+        action="store_true",
+        help="also log, every --log-every, the fraction of coordinates with Γ_t < 0 (the effective step size "
+        "grew) and the median growth there (docs/gamma.md)",
+    )
     add_output_flags(g)
     add_ray_flags(g)
 
@@ -283,6 +295,7 @@ def real_config_from_args(args: argparse.Namespace):
         eps=args.eps,
         weight_decay=args.weight_decay,
         decoupled_weight_decay=args.decoupled_weight_decay,
+        gamma=args.gamma,
         seeds=_flatten(args.seed) or (0,),
         iterations=args.iterations,
         batch_size=args.batch_size,
@@ -391,6 +404,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         lrs=_flatten(args.lr),
         seeds=seeds,
         log_every=args.log_every,
+        gamma=args.gamma,
         engine=args.engine,
         **_output(args),
     )

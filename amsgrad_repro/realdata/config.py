@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from ..optimizers import Choice, parse_spec, resolve
 from ..values import distinct_names
 
-__all__ = ["FIGURE2", "MODEL_DEFAULTS", "REAL_DATA_EPS", "RealConfig", "RealRun", "plan"]
+__all__ = ["FIGURE2", "GAMMA_CHARTS", "MODEL_DEFAULTS", "REAL_DATA_EPS", "RealConfig", "RealRun", "plan"]
 
 #: the paper's Figure 2: top row logistic regression's training loss (left) and test loss (centre) and the
 #: network's training loss (right), on MNIST; bottom row CIFARNET's training and test loss, on CIFAR-10. Per model:
@@ -25,6 +25,11 @@ __all__ = ["FIGURE2", "MODEL_DEFAULTS", "REAL_DATA_EPS", "RealConfig", "RealRun"
 #: (the panels the figure has, then ours, labelled as such) and ``plot``'s grid of two rows by three columns
 #: (row, column), the same panels in the paper's places; the network's test loss, which the paper does not plot,
 #: takes the one free place (bottom right); test accuracy is in TensorBoard and the tables, not in the figure.
+#: with ``--gamma``, Custom Scalars charts beside the figure's (ours: the paper measures no Γ on real data)
+GAMMA_CHARTS = [
+    ("coordinates with Γ_t < 0: effective step size grew (ours)", "gamma_negative_coordinates"),
+    ("median growth of the step size where it grew (ours)", "gamma_step_growth"),
+]
 FIGURE2 = {
     "logreg": (
         "Figure 2, top left and top centre",
@@ -78,6 +83,8 @@ class RealConfig:
     #: λ for every optimizer of the grid: L2 (torch.optim's ``weight_decay``), or AdamW's form when decoupled
     weight_decay: float = 0.0
     decoupled_weight_decay: bool = False
+    #: also log Γ's share of coordinates whose step size grew, and by how much (amsgrad_repro.gamma), per logged t
+    gamma: bool = False
     seeds: tuple[int, ...] = (0,)
     iterations: int | None = None
     batch_size: int = 128

@@ -36,12 +36,15 @@ if TYPE_CHECKING:
 
 def _trial(cfg: RealConfig, data: DataSet, run: RealRun, device: str, logger, extra=()):
     """The run's Trial (model from the seed, its batches, α schedule, test evaluation, ``logger``, ``extra``)."""
-    from .trial import Batches, Evaluate, SqrtDecay, build_trial
+    from .trial import Batches, Evaluate, GammaStats, SqrtDecay, build_trial
 
     model = build_model(cfg.model, data.shape, run.seed).to(device)
     batches = Batches(data.x_train, data.y_train, cfg.batch_size, run.seed, device)
     callbacks = [SqrtDecay()] if cfg.lr_schedule == "sqrt" else []
-    callbacks += [Evaluate(data.x_test, data.y_test, cfg.eval_every, cfg.iterations, device), logger, *extra]
+    callbacks.append(Evaluate(data.x_test, data.y_test, cfg.eval_every, cfg.iterations, device))
+    if cfg.gamma:
+        callbacks.append(GammaStats(cfg.log_every, cfg.iterations))
+    callbacks += [logger, *extra]
     return build_trial(model, build_optimizer(cfg, run, model), batches, cfg.iterations, callbacks).to(device)
 
 
@@ -67,7 +70,7 @@ def _numbers(logger) -> dict:
         "final_test_accuracy": logger.last.get("test_accuracy"),
         "test_evaluated_at": logger.last_step.get("test_loss"),
         "iterations_done": logger.step,
-    }
+    } | {tag: logger.last.get(tag) for tag in ("gamma_negative_coordinates", "gamma_step_growth") if tag in logger.last}
 
 
 def train_one(cfg: RealConfig, data: DataSet, run: RealRun, run_dir: Path, device: str, bar, ledger: Ledger) -> None:

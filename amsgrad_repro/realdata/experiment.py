@@ -53,7 +53,7 @@ from ..pool import Pool, usable_cpus
 from ..report import check_runs, check_volume, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
 from ..values import distinct_names
-from .config import FIGURE2, MODEL_DEFAULTS, RealConfig, RealRun, plan
+from .config import FIGURE2, GAMMA_CHARTS, MODEL_DEFAULTS, RealConfig, RealRun, plan
 from .data import DATA_SETS, DataSet, load
 from .engines import run_in_pool, run_on_ray, train_one
 from .models import MODELS, build_model
@@ -123,7 +123,22 @@ def validate(cfg: RealConfig) -> tuple[RealConfig, list[RealRun], str]:
         raise UsageError(f"{flags} applies to none of --optimizers {' '.join(cfg.optimizers)}")
     if cfg.weight_decay:
         _check_weight_decay(cfg, runs)
+    if cfg.gamma:
+        _check_gamma(runs)
     return cfg, runs, device
+
+
+def _check_gamma(runs: list[RealRun]) -> None:
+    """With ``--gamma``, Γ must be defined for every optimizer of the grid (:func:`amsgrad_repro.gamma.why_undefined`),
+    asked of one built on a dummy parameter."""
+    import torch
+
+    from ..gamma import why_undefined
+
+    for r in {r.choice.label: r for r in runs}.values():
+        why = why_undefined(r.choice.build([torch.nn.Parameter(torch.zeros(1))]))
+        if why is not None:
+            raise UsageError(f"--gamma: {why}")
 
 
 def _check_weight_decay(cfg: RealConfig, runs: list[RealRun]) -> None:
@@ -140,7 +155,11 @@ def _check_weight_decay(cfg: RealConfig, runs: list[RealRun]) -> None:
             raise UsageError(f"{flag}: {r.choice.label} has no {missing[0]} (its options: {', '.join(defaults)})")
 
 
-def _planned(run: RealRun) -> dict:
+GAMMA_TAGS = ("gamma_negative_coordinates", "gamma_step_growth")
+
+
+def _planned(run: RealRun, gamma: bool = False) -> dict:
+    """A run's row in summary.json before it has run (with ``gamma``, Γ's two columns too)."""
     return {
         "name": run.name,
         "optimizer": run.choice.label,
@@ -154,7 +173,7 @@ def _planned(run: RealRun) -> dict:
         "iterations_done": 0,
         "seconds": 0.0,
         "hyperparameters": run.choice.describe(),
-    }
+    } | ({tag: None for tag in GAMMA_TAGS} if gamma else {})
 
 
 def cells(rows: list[dict]) -> list[dict]:
@@ -166,7 +185,8 @@ def cells(rows: list[dict]) -> list[dict]:
     for (optimizer, lr, beta2), members in groups.items():
         done = [m for m in members if m["status"] == "complete"]
         cell = {"optimizer": optimizer, "lr": lr, "beta2": beta2, "runs": len(members), "complete": len(done)}
-        for key in ("final_train_loss", "final_test_loss", "final_test_accuracy"):
+        keys = ("final_train_loss", "final_test_loss", "final_test_accuracy")
+        for key in keys + tuple(tag for tag in GAMMA_TAGS if tag in members[0]):
             values = [m[key] for m in done if m[key] is not None and math.isfinite(m[key])]
             cell[key] = sum(values) / len(values) if values else None
             cell[key + "_sd"] = _sd(values)
@@ -198,7 +218,9 @@ def format_table(summary: dict) -> str:
     """One row per (optimizer, lr, β2) cell: mean ± sd over complete seeds; ``*`` marks each optimizer's best."""
     by_name = {r["name"]: r for r in summary["runs"]}
     best_keys = {(c["optimizer"], c["lr"], c["beta2"]) for c in summary["best"].values()}
+    gamma = any(GAMMA_TAGS[0] in cell for cell in summary["cells"])  # --gamma: Γ's share of coordinates too
     rows = [("optimizer", "lr", "β2", "seeds", "train loss", "test loss", "test acc", "best")]
+    rows[0] += ("Γ<0 coords", "growth") if gamma else ()
     lr_names = distinct_names([c["lr"] for c in summary["cells"]])  # as many digits as tell the cells apart
     beta2_names = distinct_names([c["beta2"] for c in summary["cells"]])
     for cell in summary["cells"]:
@@ -217,6 +239,14 @@ def format_table(summary: dict) -> str:
                 mean_std([m["final_test_loss"] for m in members], 4, kind="g"),
                 mean_std([m["final_test_accuracy"] for m in members], 4),
                 "*" if (cell["optimizer"], cell["lr"], cell["beta2"]) in best_keys else "",
+            )
+            + (
+                (
+                    mean_std([m[GAMMA_TAGS[0]] for m in members], 3),
+                    mean_std([m[GAMMA_TAGS[1]] for m in members], 3, kind="g"),
+                )
+                if gamma
+                else ()
             )
         )
     return table(rows)
@@ -271,7 +301,9 @@ def run(cfg: RealConfig, out: TextIO | None = None, err: TextIO | None = None) -
         raise UsageError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(data.y_train):,})")
     if cfg.model == "cifarnet" and min(data.shape[1:]) < 4:
         raise UsageError(f"cifarnet needs images of at least 4×4, {data.name} has {data.shape[1]}×{data.shape[2]}")
-    points = -(-cfg.iterations // cfg.log_every) + 2 * -(-cfg.iterations // cfg.eval_every) + 3
+    points = (
+        (3 if cfg.gamma else 1) * -(-cfg.iterations // cfg.log_every) + 2 * -(-cfg.iterations // cfg.eval_every) + 3
+    )
     volume = check_volume(len(runs), points * len(runs), cfg.allow_large)
     with contextlib.ExitStack() as stack:
         cluster = None if cfg.ray is None else stack.enter_context(connect(cfg.ray, cfg.ray_timeout))
@@ -295,14 +327,15 @@ def jobs_for(cfg: RealConfig, runs: int, device: str) -> int:
 
 def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volume: str, cluster: Cluster | None,
          pool: Pool | None, out: TextIO, err: TextIO) -> dict:  # fmt: skip
-    ledger = Ledger(_planned(r) for r in runs)
+    ledger = Ledger(_planned(r, cfg.gamma) for r in runs)
     start = time.perf_counter()
     run_dir = RunDir.claim(Path(cfg.logdir) / cfg.model, cfg.run_name, cfg.overwrite, cfg.logdir)
     with Stopping(ledger, run_dir) as stop:
         _header(cfg, data, runs, run_dir, device, out)
         print(f"  writing {volume}", file=out)
         title = f"Figure 2 ({cfg.model}): {cfg.model}/{run_dir.final.name}"
-        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag, _ in FIGURE2[cfg.model][1]])
+        charts = [(name, tag) for name, tag, _ in FIGURE2[cfg.model][1]] + (GAMMA_CHARTS if cfg.gamma else [])
+        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag in charts])
         if cluster is not None:
             gpu = " and 1 GPU" if device == "cuda" else ""
             print(f"  on {cluster.describe()}; one task per run, {cfg.threads or 1} CPU(s){gpu} each", file=out)
@@ -334,6 +367,7 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
             "eps": cfg.eps,
             "weight_decay": cfg.weight_decay,
             "decoupled_weight_decay": cfg.decoupled_weight_decay,
+            "gamma": cfg.gamma,
             "seeds": list(cfg.seeds),
             "batch_size": cfg.batch_size,
             "lr_schedule": cfg.lr_schedule,

@@ -20,7 +20,8 @@ One iteration of the Trial, in torchbearer's order:
    its labels in ``state[Y_TRUE]``; :class:`SqrtDecay` (``on_sample``) sets every group's lr to α/√t;
 2. the closure: zero_grad, ``model(X)``, :func:`cross_entropy_loss`, backward; then ``optimizer.step()``;
 3. ``on_step_training``: :class:`Evaluate` computes the test loss and accuracy every ``every`` iterations and
-   at the last one, :class:`RunLogger` writes the scalars, :class:`~amsgrad_repro.callbacks.Progress` moves
+   at the last one, with ``--gamma`` :class:`GammaStats` reads Γ from the optimizer's state at the logged
+   iterations, :class:`RunLogger` writes the scalars, :class:`~amsgrad_repro.callbacks.Progress` moves
    the bar.
 
 No torchbearer metrics are used: the logger reads ``state[LOSS]`` directly, so the hot path is one
@@ -48,6 +49,10 @@ from .models import to_input
 TEST_METRICS = torchbearer.state_key("test_metrics")
 #: the iteration ``TEST_METRICS`` belongs to
 TEST_AT = torchbearer.state_key("test_at")
+#: State key for Γ's numbers at a logged iteration, ``{"gamma_negative_coordinates": …, "gamma_step_growth": …}``
+#: (written by :class:`GammaStats`, read by :class:`RunLogger`), and the iteration they belong to
+GAMMA_METRICS = torchbearer.state_key("gamma_metrics")
+GAMMA_AT = torchbearer.state_key("gamma_at")
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -148,16 +153,67 @@ class Evaluate(Callback):
             state[TEST_AT] = t
 
 
+def gamma_stats(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+    """Γ over every coordinate from √V/α before and after one step (:func:`amsgrad_repro.gamma.inverse_step`):
+
+    - ``gamma_negative_coordinates``: the fraction of coordinates with Γ < 0, whose effective step size α/√V grew;
+    - ``gamma_step_growth``: the median, over those coordinates, of how much it grew, (√V/α)_before/(√V/α)_after
+      − 1 (0 when none grew): a robust size, unmoved by the few coordinates whose v was near 0.
+    """
+    gamma = after - before
+    grew = gamma < 0
+    growth = float(np.median(before[grew] / after[grew]) - 1.0) if grew.any() else 0.0
+    return {"gamma_negative_coordinates": float(grew.mean()), "gamma_step_growth": growth}
+
+
+class GammaStats(Callback):
+    """Γ_{t} = √V_t/α_t − √V_{t−1}/α_{t−1} on every coordinate of the model at each logged iteration t (every
+    ``every`` iterations and at t = ``steps``), summarised by :func:`gamma_stats` into ``state[GAMMA_METRICS]``
+    and ``state[GAMMA_AT]``. It reads the optimizer's state only at iterations t − 1 and t (no copy of the update,
+    nothing on the other iterations): √V_{t−1}/α_{t−1} is kept from iteration t − 1. Reads ``state[BATCH]``,
+    ``state[MODEL]`` and ``state[OPTIMIZER]`` (Γ must be defined for it: :func:`amsgrad_repro.gamma.why_undefined`).
+    """
+
+    def __init__(self, every: int, steps: int) -> None:
+        self.every, self.steps = every, steps
+        self.before: np.ndarray | None = None
+
+    def _logged(self, t: int) -> bool:
+        return t % self.every == 0 or t == self.steps
+
+    @staticmethod
+    def _inverse_steps(state: dict) -> np.ndarray | None:
+        from ..gamma import inverse_step
+
+        optimizer = state[torchbearer.OPTIMIZER]
+        parts = [inverse_step(optimizer, p) for p in state[torchbearer.MODEL].parameters()]
+        parts = [part.ravel() for part in parts if part is not None]
+        return np.concatenate(parts) if parts else None
+
+    def on_step_training(self, state: dict) -> None:
+        t = state[torchbearer.BATCH] + 1
+        now = None
+        if self._logged(t) and self.before is not None:
+            now = self._inverse_steps(state)
+            if now is not None and len(now) == len(self.before):
+                state[GAMMA_METRICS] = gamma_stats(self.before, now)
+                state[GAMMA_AT] = t
+        self.before = None
+        if self._logged(t + 1):
+            self.before = now if now is not None else self._inverse_steps(state)
+
+
 class RunLogger(RunWriter):
     """Writes one run's scalars, keyed by iteration t, with the spine's event writer into ``log_dir``:
 
     - ``train_loss``: the mean minibatch loss over the last ``log_every`` iterations, at t = log_every,
       2·log_every, … and at t = ``steps`` (then over the iterations since the last point);
-    - ``test_loss``, ``test_accuracy``: whenever :class:`Evaluate` has just computed them.
+    - ``test_loss``, ``test_accuracy``: whenever :class:`Evaluate` has just computed them;
+    - ``gamma_negative_coordinates``, ``gamma_step_growth``: whenever :class:`GammaStats` has (``--gamma``).
 
     It remembers what it wrote last (:attr:`last`, :attr:`last_step`), so that a stopped run can write its
     partial window (:meth:`write_last`) and report exactly what TensorBoard holds. Reads ``state[BATCH]``,
-    ``state[LOSS]``, ``state[TEST_METRICS]`` and ``state[TEST_AT]``.
+    ``state[LOSS]``, ``state[TEST_METRICS]``, ``state[TEST_AT]``, ``state[GAMMA_METRICS]`` and ``state[GAMMA_AT]``.
     """
 
     def __init__(self, log_dir: str, log_every: int, steps: int, record: ScalarRecord | None = None) -> None:
@@ -182,6 +238,9 @@ class RunLogger(RunWriter):
             self.write_last()
         if state.get(TEST_AT) == t:
             for tag, value in state[TEST_METRICS].items():
+                self._write(tag, value, t)
+        if state.get(GAMMA_AT) == t:
+            for tag, value in state[GAMMA_METRICS].items():
                 self._write(tag, value, t)
 
     def write_last(self) -> None:

@@ -25,7 +25,7 @@ from .functions import PRESETS, BernoulliStream, Bounds, LinearFunctions, Period
 if TYPE_CHECKING:
     from .problems import LinearProblem
 
-__all__ = ["FIGURE1", "OVERRIDE_KEYS", "Config", "ProblemConfig", "Run", "plan_runs"]
+__all__ = ["FIGURE1", "GAMMA_CHARTS", "OVERRIDE_KEYS", "Config", "ProblemConfig", "Run", "plan_runs"]
 
 #: the paper's Figure 1, per setting: (chart title, tag) for TensorBoard's Custom Scalars layout (the panels the
 #: figure has, then ours, labelled as such)
@@ -36,6 +36,11 @@ FIGURE1 = {
         ("R_t/t, stochastic (ours; not a panel of Figure 1)", "average_regret"),
     ],
 }
+#: with ``--gamma``: the paper's Section 3 quantity beside the figure's panels (ours: the paper draws no Γ)
+GAMMA_CHARTS = [
+    ("Γ_t = √V_t/α_t − √V_{t−1}/α_{t−1} (ours; Section 3's quantity)", "gamma"),
+    ("fraction of steps with Γ_t < 0: the step size grew (ours)", "gamma_negative_steps"),
+]
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,8 @@ class Config:
     #: stream seeds to sweep (stochastic); None: (problem.seed,)
     seeds: tuple[int, ...] | None = None
     log_every: int = 1000
+    #: also log Γ_t and the fraction of steps with Γ_t < 0 (amsgrad_repro.gamma), in either engine
+    gamma: bool = False
     logdir: str = "logs"
     run_name: str | None = None
     overwrite: bool = False

@@ -15,6 +15,7 @@ arrive. A run is a pure function of its configuration and seed, so both paths wr
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +73,9 @@ def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
         problem = cfg.problem.with_seed(run.seed).make()
         logger = ScalarLogger(str(run_dir / run.name), cfg.log_every, cfg.steps)
         progress = Progress(bar, every=min(cfg.log_every, 1000))
-        trial = build_trial(problem, run.choice.build(problem.parameters()), cfg.steps, callbacks=[logger, progress])
+        trial = build_trial(
+            problem, run.choice.build(problem.parameters()), cfg.steps, callbacks=[logger, progress], gamma=cfg.gamma
+        )
         start = time.perf_counter()
         ledger.update(run.name, "running", engine="trial")
         error = None
@@ -100,10 +103,21 @@ def run_trial_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 average_regret=logger.last_metrics.get("average_regret"),
                 steps_done=logger.last_step,
                 seconds=time.perf_counter() - start,
+                **_gamma_row(cfg, logger.last_metrics.get("gamma"), logger.last_metrics.get("gamma_negative_steps")),
             )
         ledger.update(
             run.name, "complete" if error is None else "failed", **({} if error is None else {"error": error})
         )
+
+
+def _finite(value: float | None) -> float | None:
+    """A value for summary.json: NaN (Γ at t = 1, where it is not defined) is written as null."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _gamma_row(cfg: Config, gamma: float | None, negative: float | None) -> dict:
+    """A run's Γ columns in summary.json, with ``--gamma``: Γ_T and the fraction of steps with Γ_t < 0."""
+    return {"gamma": _finite(gamma), "gamma_negative_steps": _finite(negative)} if cfg.gamma else {}
 
 
 def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: Ledger) -> None:
@@ -132,6 +146,12 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 writer.add_scalars("x", x_row, steps)
                 writer.add_scalars("average_regret", r_row, steps)
 
+        def on_gamma(ts, gammas, negatives, writers=writers) -> None:
+            steps = ts.tolist()
+            for writer, g_row, n_row in zip(writers, gammas.tolist(), negatives.tolist(), strict=True):
+                writer.add_scalars("gamma", g_row, steps)
+                writer.add_scalars("gamma_negative_steps", n_row, steps)
+
         for run in chunk:
             ledger.update(run.name, "running", engine="fused")
 
@@ -148,13 +168,17 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 on_log=on_log,
                 on_window=on_window,
                 dtype=cfg.problem.dtype,
+                gamma=cfg.gamma,
+                on_gamma=on_gamma,
             )
             _close_all(writers, first_error=True)
         except BaseException:
             _close_all(writers)
             raise
         seconds = time.perf_counter() - start
-        for run, x, r in zip(chunk, result.x, result.average_regret, strict=True):
+        gammas = result.gamma if cfg.gamma else [None] * len(chunk)
+        negatives = result.gamma_negative_steps if cfg.gamma else [None] * len(chunk)
+        for run, x, r, g, f in zip(chunk, result.x, result.average_regret, gammas, negatives, strict=True):
             ledger.update(
                 run.name,
                 "interrupted" if result.interrupted else "complete",
@@ -162,6 +186,7 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 average_regret=float(r),
                 steps_done=result.steps_done,
                 seconds=seconds,
+                **_gamma_row(cfg, g, f),
             )
         if result.interrupted or result.stop_requested:
             raise KeyboardInterrupt  # the signal was deferred through the kernel's window: stop here
@@ -198,48 +223,66 @@ def choose_engine(requested: str, runs: list[Run]) -> tuple[str, str]:
     return requested, "as requested"
 
 
-def _write_fused(run_dir: Path, names: list[str], ts: np.ndarray, xs: np.ndarray, regrets: np.ndarray) -> None:
-    """The fused engine's scalars of finished runs, one writer at a time (the driver's side of a Ray task)."""
+def _write_fused(run_dir: Path, names: list[str], ts: np.ndarray, series: dict[str, np.ndarray]) -> None:
+    """The fused engine's scalars of finished runs, one writer at a time (the driver's side of a Ray task):
+    ``series`` maps each tag to its (runs, points) values."""
     steps = ts.tolist()
-    for name, x_row, r_row in zip(names, xs.tolist(), regrets.tolist(), strict=True):
+    rows = {tag: values.tolist() for tag, values in series.items()}
+    for i, name in enumerate(names):
         with EventWriter(run_dir / name) as writer:
-            writer.add_scalars("x", x_row, steps)
-            writer.add_scalars("average_regret", r_row, steps)
+            for tag, values in rows.items():
+                writer.add_scalars(tag, values[i], steps)
 
 
 def fused_task(
-    problems: list[ProblemConfig], runs: list[tuple[Choice, int]], steps: int, log_every: int, dtype: str
+    problems: list[ProblemConfig],
+    runs: list[tuple[Choice, int]],
+    steps: int,
+    log_every: int,
+    dtype: str,
+    gamma: bool = False,
 ) -> dict:
     """A Ray task: ``runs`` (choice, index into ``problems``) through :func:`~amsgrad_repro.synthetic.fused.simulate` on
-    one core; returns the snapshots at the log points (``ts``, ``x``, ``average_regret``), the final values
-    and the seconds it took."""
+    one core; returns the snapshots at the log points (``ts``, and ``series``: tag → (runs, points)), the final
+    values and the seconds it took."""
     import numba
 
     from .fused import FusedRun, simulate
 
     numba.set_num_threads(1)  # the task asked Ray for one CPU
-    ts, xs, rs = [], [], []
+    ts, xs, rs, gs, ns = [], [], [], [], []
 
     def on_log(t, x, r) -> None:
         ts.append(t)
         xs.append(x)
         rs.append(r)
 
+    def on_gamma(t, g, n) -> None:
+        gs.append(g)
+        ns.append(n)
+
     start = time.perf_counter()
     made = [p.functions() for p in problems]
-    result = simulate(made, [FusedRun(c, i) for c, i in runs], steps, log_every=log_every, on_log=on_log, dtype=dtype)
+    result = simulate(
+        made, [FusedRun(c, i) for c, i in runs], steps, log_every=log_every, on_log=on_log, dtype=dtype,
+        gamma=gamma, on_gamma=on_gamma,
+    )  # fmt: skip
+    series = {"x": np.concatenate(xs, axis=1), "average_regret": np.concatenate(rs, axis=1)}
+    if gamma:
+        series |= {"gamma": np.concatenate(gs, axis=1), "gamma_negative_steps": np.concatenate(ns, axis=1)}
     return {
         "ts": np.concatenate(ts),
-        "x": np.concatenate(xs, axis=1),
-        "average_regret": np.concatenate(rs, axis=1),
+        "series": series,
         "final_x": result.x,
         "final_regret": result.average_regret,
+        "final_gamma": result.gamma,
+        "final_negative": result.gamma_negative_steps,
         "steps_done": result.steps_done,
         "seconds": time.perf_counter() - start,
     }
 
 
-def trial_task(problem: ProblemConfig, choice: Choice, steps: int, log_every: int) -> dict:
+def trial_task(problem: ProblemConfig, choice: Choice, steps: int, log_every: int, gamma: bool = False) -> dict:
     """A Ray task: one run through the torchbearer Trial, on one torch thread; returns its scalars as the
     :class:`~amsgrad_repro.synthetic.trial.ScalarLogger` would have written them, and its final values."""
     import torch
@@ -251,11 +294,13 @@ def trial_task(problem: ProblemConfig, choice: Choice, steps: int, log_every: in
     record = ScalarRecord()
     logger = ScalarLogger("", log_every, steps, record=record)
     start = time.perf_counter()
-    build_trial(made, choice.build(made.parameters()), steps, callbacks=[logger]).run()
+    build_trial(made, choice.build(made.parameters()), steps, callbacks=[logger], gamma=gamma).run()
     return {
         "scalars": record.scalars,
         "final_x": logger.last_metrics["x"],
         "average_regret": logger.last_metrics["average_regret"],
+        "gamma": logger.last_metrics.get("gamma"),
+        "gamma_negative_steps": logger.last_metrics.get("gamma_negative_steps"),
         "steps_done": logger.last_step,
         "seconds": time.perf_counter() - start,
     }
@@ -274,17 +319,20 @@ def run_on_ray(cluster: Cluster, engine: str, cfg: Config, runs: list[Run], run_
     runs; Ctrl-C/SIGTERM cancels the rest (they stay "not started") and propagates."""
     jobs = []
     if engine == "fused":
-        size = ray_chunk(len(runs), cluster.cpus(), cfg.steps, -(-cfg.steps // cfg.log_every) + 1)
+        points = (2 if cfg.gamma else 1) * (-(-cfg.steps // cfg.log_every) + 1)  # per run: x and R_t/t (and Γ's)
+        size = ray_chunk(len(runs), cluster.cpus(), cfg.steps, points)
         for first in range(0, len(runs), size):
             chunk = runs[first : first + size]
             seeds = sorted({run.seed for run in chunk})
             problems = [cfg.problem.with_seed(seed) for seed in seeds]
             args = (problems, [(r.choice, seeds.index(r.seed)) for r in chunk], cfg.steps, cfg.log_every,
-                    cfg.problem.dtype)  # fmt: skip
+                    cfg.problem.dtype, cfg.gamma)  # fmt: skip
             jobs.append((chunk, args))
         task = fused_task
     else:
-        jobs = [([run], (cfg.problem.with_seed(run.seed), run.choice, cfg.steps, cfg.log_every)) for run in runs]
+        jobs = [
+            ([run], (cfg.problem.with_seed(run.seed), run.choice, cfg.steps, cfg.log_every, cfg.gamma)) for run in runs
+        ]
         task = trial_task
     results = cluster.run(task, jobs, num_cpus=1)
     try:
@@ -304,12 +352,15 @@ def _record_result(engine: str, cfg: Config, chunk: list[Run], result, run_dir: 
         bar.update(cfg.steps * len(chunk))
         return
     if engine == "fused":
-        _write_fused(run_dir, names, result["ts"], result["x"], result["average_regret"])
-        finals = zip(result["final_x"].tolist(), result["final_regret"].tolist(), strict=True)
+        _write_fused(run_dir, names, result["ts"], result["series"])
+        none = [None] * len(names)
+        gammas = none if result["final_gamma"] is None else result["final_gamma"].tolist()
+        negatives = none if result["final_negative"] is None else result["final_negative"].tolist()
+        finals = zip(result["final_x"].tolist(), result["final_regret"].tolist(), gammas, negatives, strict=True)
     else:
         ScalarRecord.replay(result["scalars"], str(run_dir / names[0]))
-        finals = [(result["final_x"], result["average_regret"])]
-    for name, (x, r) in zip(names, finals, strict=True):
+        finals = [(result["final_x"], result["average_regret"], result["gamma"], result["gamma_negative_steps"])]
+    for name, (x, r, g, f) in zip(names, finals, strict=True):
         ledger.update(
             name,
             "complete",
@@ -318,5 +369,6 @@ def _record_result(engine: str, cfg: Config, chunk: list[Run], result, run_dir: 
             average_regret=r,
             steps_done=result["steps_done"],
             seconds=result["seconds"],
+            **_gamma_row(cfg, g, f),
         )
     bar.update(cfg.steps * len(chunk))

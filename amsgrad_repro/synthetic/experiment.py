@@ -39,7 +39,7 @@ from ..dashboards import write_layout, write_sessions
 from ..optimizers import KEYS, canonical, unused_overrides
 from ..report import check_runs, check_volume, fmt_duration, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
-from .config import FIGURE1, OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
+from .config import FIGURE1, GAMMA_CHARTS, OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
 from .functions import LinearFunctions, beta_condition
 
@@ -94,6 +94,8 @@ def validate(cfg: Config) -> tuple[LinearFunctions, list[Run], list[str]]:
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_run_names(r.name for r in runs)
+    if cfg.gamma:
+        _check_gamma(runs)
     unused = unused_overrides([r.choice for r in runs], o)
     if unused:
         flags = sorted({"--betas" if k in ("beta1", "beta2") else f"--{k.replace('_', '-')}" for k in unused})
@@ -113,6 +115,21 @@ def validate(cfg: Config) -> tuple[LinearFunctions, list[Run], list[str]]:
                 "outside the condition β1 < √β2 of Theorems 2-4"
             )
     return problem, runs, warnings
+
+
+def _check_gamma(runs: list[Run]) -> None:
+    """With ``--gamma``, every optimizer must have a Γ (:func:`amsgrad_repro.gamma.why_undefined`): the zoo's all
+    do; a ``torch.optim.<Class>`` is built on a throwaway parameter to ask (torch is imported only then)."""
+    for run in runs:
+        if run.choice.fused:
+            continue
+        import torch
+
+        from ..gamma import why_undefined
+
+        why = why_undefined(run.choice.build([torch.nn.Parameter(torch.zeros(()))]))
+        if why is not None:
+            raise UsageError(f"--gamma: {why}")
 
 
 def claim_run_dir(cfg: Config) -> RunDir:
@@ -136,6 +153,11 @@ def _planned(run: Run) -> dict:
     }
 
 
+def _planned_gamma(run: Run) -> dict:
+    """With ``--gamma``, a planned row also has Γ's columns (null until the run logs them)."""
+    return _planned(run) | {"gamma": None, "gamma_negative_steps": None}
+
+
 def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -145,23 +167,30 @@ def format_table(summary: dict) -> str:
     mean ± standard deviation over the seeds whose run is complete (the seeds column says when some are not)."""
     runs = summary["runs"]
     x_star = f"{summary['x_star']:+g}"
+    gamma = any("gamma_negative_steps" in r for r in runs)  # --gamma: the fraction of steps with Γ_t < 0 too
     if len({r["seed"] for r in runs}) <= 1:
-        rows = [("run", "final x", "R_T/T", "x*", "steps")]
+        rows = [("run", "final x", "R_T/T", "x*", "steps") + (("Γ<0 steps",) if gamma else ())]
         for r in runs:
             steps = f"{r['steps_done']:,}" + ("" if r["status"] == "complete" else f" ({r['status']})")
-            rows.append((r["name"], _num(r["final_x"], "+.6f"), _num(r["average_regret"], ".6f"), x_star, steps))
+            row = (r["name"], _num(r["final_x"], "+.6f"), _num(r["average_regret"], ".6f"), x_star, steps)
+            rows.append(row + ((_num(r["gamma_negative_steps"], ".2%"),) if gamma else ()))
         return table(rows)
     groups: dict[tuple[str, float | None], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["optimizer"], r["lr"]), []).append(r)
-    rows = [("optimizer", "lr", "seeds", "final x (mean ± sd)", "R_T/T (mean ± sd)", "x*")]
+    head = ("optimizer", "lr", "seeds", "final x (mean ± sd)", "R_T/T (mean ± sd)", "x*")
+    rows = [head + (("Γ<0 steps (mean ± sd)",) if gamma else ())]
     for (optimizer, lr), members in groups.items():
         done = [m for m in members if m["status"] == "complete"]
         seeds = str(len(members)) if len(done) == len(members) else f"{len(done)} of {len(members)} complete"
         xs = [m["final_x"] for m in done]
         regrets = [m["average_regret"] for m in done]
         lr_text = "" if lr is None else f"{lr:g}"
-        rows.append((optimizer, lr_text, seeds, mean_std(xs, 4, "+"), mean_std(regrets, 4), x_star))
+        row = (optimizer, lr_text, seeds, mean_std(xs, 4, "+"), mean_std(regrets, 4), x_star)
+        if gamma:
+            negatives = [m["gamma_negative_steps"] for m in done if m["gamma_negative_steps"] is not None]
+            row += (mean_std(negatives, 4),)
+        rows.append(row)
     return table(rows)
 
 
@@ -222,21 +251,23 @@ def run(cfg: Config, out: TextIO | None = None, err: TextIO | None = None) -> di
     problem, runs, warnings = validate(cfg)
     engine, why = choose_engine(cfg.engine, runs)
     points = -(-cfg.steps // cfg.log_every) + (cfg.steps % cfg.log_every != 0)
-    volume = check_volume(len(runs), 2 * points * len(runs), cfg.allow_large)
+    tags = 4 if cfg.gamma else 2  # x, R_t/t (and Γ_t, the fraction of steps with Γ_t < 0)
+    volume = check_volume(len(runs), tags * points * len(runs), cfg.allow_large)
     with contextlib.ExitStack() as stack:
         cluster = None if cfg.ray is None else stack.enter_context(connect(cfg.ray, cfg.ray_timeout))
         return _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out, err)
 
 
 def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO, err: TextIO) -> dict:
-    ledger = Ledger(_planned(r) for r in runs)
+    ledger = Ledger((_planned_gamma if cfg.gamma else _planned)(r) for r in runs)
     start = time.perf_counter()
     run_dir = claim_run_dir(cfg)
     with Stopping(ledger, run_dir) as stop:
         _print_header(cfg, problem, runs, run_dir, engine, why, out)
         print(f"  writing {volume}", file=out)
         title = f"Figure 1 ({cfg.problem.setting}): {cfg.problem.setting}/{run_dir.final.name}"
-        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag in FIGURE1[cfg.problem.setting]])
+        charts = FIGURE1[cfg.problem.setting] + (GAMMA_CHARTS if cfg.gamma else [])
+        write_layout(run_dir.path, title, [(name, [f"^{tag}$"]) for name, tag in charts])
         for warning in warnings:
             print(warning, file=err)
         if cluster is not None:
@@ -271,6 +302,7 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
             "lrs": None if cfg.lrs is None else list(cfg.lrs),
             "seeds": None if cfg.seeds is None else list(cfg.seeds),
             "log_every": cfg.log_every,
+            "gamma": cfg.gamma,
             "engine": engine,
             "ray": None if cluster is None else cluster.address,
             "ray_nodes": None if cluster is None else cluster.report(),

@@ -135,6 +135,10 @@ class FusedResult:
     interrupted: bool = False
     #: Ctrl-C or SIGTERM arrived, possibly during the last window (then the run finished; the caller should stop)
     stop_requested: bool = False
+    #: with ``gamma=True``: Γ of the last step done (NaN if it was step 1), and the fraction of steps 2..T with
+    #: Γ < 0 (:mod:`amsgrad_repro.gamma`); None otherwise
+    gamma: np.ndarray | None = None
+    gamma_negative_steps: np.ndarray | None = None
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -150,6 +154,10 @@ def _window(
     aux,  # (R,) float64, in/out: Π β1s (Adam family) or NAdam's μ-product (a float32 value)
     regret,  # (R,) float64, in/out: R_{t-1}
     bc_done,  # (R,) bool, in/out: bias corrections are exactly 1.0 from here on
+    track,  # bool: compute Γ_t (amsgrad_repro.gamma) into the next three and the Γ snapshots
+    dprev,  # (R,) float64, in/out: √V_{t-1}/α_{t-1}
+    negs,  # (R,) int64, in/out: steps s ≤ t-1 with Γ_s < 0
+    gam,  # (R,) float64, in/out: Γ_{t-1} (NaN before step 2)
     lo,
     hi,
     x_star,  # (R,) float64
@@ -159,6 +167,8 @@ def _window(
     last_t,
     snap_x,  # (R, k) the run's dtype, out
     snap_r,  # (R, k) float64, out
+    snap_g,  # (R, k) float64, out: Γ_t (if track)
+    snap_n,  # (R, k) float64, out: the fraction of steps 2..t with Γ < 0 (if track)
 ):
     n_runs = x.shape[0]
     for r in numba.prange(n_runs):
@@ -167,6 +177,9 @@ def _window(
         lrs, b1s, b2s = ip[r, I_LRS], ip[r, I_B1S], ip[r, I_B2S]
         a, b1, b2, lam, psi = fp[r, F_LR], fp[r, F_B1], fp[r, F_B2], fp[r, F_LAM], fp[r, F_PSI]
         xr, mr, vr, vmr, ax, reg, done = x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r]
+        dp, ng, gm = dprev[r], negs[r], gam[r]
+        eps64 = fp[r, F_EPS]
+        dd = 0.0  # √V_t/α_t (amsgrad_repro.gamma: the same float64 expression, in the same order)
         epsf = _as(fp[r, F_EPS], xr)
         mom = fp[r, F_MOM]
         momf = _as(mom, xr)
@@ -193,17 +206,23 @@ def _window(
                 else:
                     d = g
                 xr = _fma(_as(-a, xr), d, xr)  # param.add_(d, alpha=−lr)
+                dd = 1.0 / a  # √V_t = 1
             elif kind == K_ADAGRAD:
                 vr = _fma(g, g, vr)  # s ← s + g² (addcmul_ value=1)
                 xr = xr + _as(_as(-a, xr) * g, xr) / _as(_as(np.sqrt(vr), xr) + epsf, xr)
+                if track:
+                    dd = (np.sqrt(np.float64(vr)) + eps64) / a
             elif kind == K_RMSPROP:
                 vr = _fma(_as(one_minus_alpha * g, xr), g, _as(vr * alphaf, xr))
                 xr = xr + _as(_as(-a, xr) * g, xr) / _as(_as(np.sqrt(vr), xr) + epsf, xr)
+                if track:
+                    dd = (np.sqrt(np.float64(vr)) + eps64) / a
             elif kind == K_ADAMAX:
                 mr = _lerp(mr, g, w1)
                 vr = max(_as(vr * b2f, xr), _as(abs(g) + epsf, xr))
                 clr = a / (1.0 - b1**tf)
                 xr = xr + _as(_as(-clr, xr) * mr, xr) / vr
+                dd = np.float64(vr) / a  # u_t is √V_t (ε inside)
             elif kind == K_NADAM:
                 bc2 = 1.0 - b2**tf
                 mu = b1 * (1.0 - 0.5 * (0.96 ** (tf * psi)))
@@ -216,6 +235,8 @@ def _window(
                 mu_product_next = ax * mu_next
                 xr = xr + _as(_as(-a * (1.0 - mu) / (1.0 - ax), xr) * g, xr) / denom
                 xr = xr + _as(_as((-a * mu_next) / (1.0 - mu_product_next), xr) * mr, xr) / denom
+                if track:
+                    dd = (np.sqrt(np.float64(vr) / bc2) + eps64) / a
             else:  # K_ADAM: Adam, the three AMSGrads, AdamNC (amsgrad_repro.algorithms._update)
                 lr_t = a if lrs == 0 else a / np.sqrt(tf)
                 if b1s == 0:
@@ -245,12 +266,16 @@ def _window(
                     if ams == 3:  # corrected: v̂ = max(v̂, v / b2_t)
                         vmr = max(vmr, _as(vr / _as(bc2, xr), xr))
                         denom = _as(_as(np.sqrt(vmr), xr) + epsf, xr)
+                        if track:
+                            dd = (np.sqrt(np.float64(vmr)) + eps64) / lr_t
                     else:
                         vv = vr
                         if ams == 2:  # pytorch: v̂ = max(v̂, v) over the raw v
                             vmr = max(vmr, vr)
                             vv = vmr
                         denom = _as(_as(_as(np.sqrt(vv), xr) / _as(bc2**0.5, xr), xr) + epsf, xr)
+                        if track:
+                            dd = (np.sqrt(np.float64(vv) / bc2) + eps64) / lr_t
                 else:
                     step = lr_t
                     vv = vr
@@ -258,15 +283,27 @@ def _window(
                         vmr = max(vmr, vr)
                         vv = vmr
                     denom = _as(_as(np.sqrt(vv), xr) + epsf, xr)
+                    if track:
+                        dd = (np.sqrt(np.float64(vv)) + eps64) / lr_t
                 if denom == 0.0:  # v̂ = 0 with ε = 0: the coordinate does not move (0/∞), not 0/0 = NaN
                     denom = _as(np.inf, xr)  # as amsgrad_repro.algorithms._update
                 xr = xr + _as(_as(-step, xr) * mr, xr) / denom
             xr = min(max(xr, lof), hif)  # Π_F
+            if track:
+                if t >= 2:
+                    gm = dd - dp  # Γ_t = √V_t/α_t − √V_{t−1}/α_{t−1}
+                    if gm < 0.0:
+                        ng += 1
+                dp = dd
             if t % log_every == 0 or t == last_t:
                 snap_x[r, k] = xr
                 snap_r[r, k] = reg / t
+                if track:
+                    snap_g[r, k] = gm
+                    snap_n[r, k] = ng / (t - 1.0) if t >= 2 else np.nan
                 k += 1
         x[r], m[r], v[r], vmax[r], aux[r], regret[r], bc_done[r] = xr, mr, vr, vmr, ax, reg, done
+        dprev[r], negs[r], gam[r] = dp, ng, gm
 
 
 def lanes_take(n: int) -> bool:
@@ -309,6 +346,8 @@ def simulate(
     window: int = 1 << 16,
     dtype: str = "float32",
     simd: bool | None = None,
+    gamma: bool = False,
+    on_gamma: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> FusedResult:
     """Run every run for ``steps`` steps; x starts at each problem's x0.
 
@@ -327,6 +366,11 @@ def simulate(
             when there are at least :data:`LANES_PER_THREAD` of them per thread; True gives them to it however
             few; False runs every run through the single-run kernel. The numbers are bit-identical either way
             (tests/test_fused.py); only the speed differs.
+        gamma: also compute Γ_t = √V_t/α_t − √V_{t−1}/α_{t−1} (:mod:`amsgrad_repro.gamma`, the same float64
+            expression) and count the steps where it is negative; off, the kernels skip it (a branch per step).
+        on_gamma: with ``gamma``, called after ``on_log`` as ``on_gamma(ts, gamma, negative_fraction)`` (R, k):
+            Γ_t at the snapshot steps (NaN at t = 1, where it is not defined) and the fraction of steps 2..t
+            with Γ < 0.
 
     Ctrl-C or SIGTERM stops at the end of the current window (the compiled loop cannot stop inside one): the last
     completed step is reported through ``on_log`` if it was not a log point, and the result says
@@ -374,6 +418,8 @@ def simulate(
     aux = np.ones(len(rest), np.float64)
     regret = np.zeros(len(rest), np.float64)
     bc_done = np.zeros(len(rest), np.bool_)
+    dprev, gam = np.zeros(len(rest), np.float64), np.full(len(rest), np.nan)
+    negs = np.zeros(len(rest), np.int64)
     coefs = np.empty((len(problems), min(window, steps)), np.float64)
 
     def state() -> tuple[np.ndarray, np.ndarray]:
@@ -383,6 +429,14 @@ def simulate(
         if group is not None:
             xs[lane], rs[lane] = group.x, group.regret
         return xs, rs
+
+    def gamma_state() -> tuple[np.ndarray, np.ndarray]:
+        """(Γ of the last step, steps with Γ < 0) of every run, in the runs' order."""
+        gs, ns = np.empty(n_runs, np.float64), np.empty(n_runs, np.int64)
+        gs[rest], ns[rest] = gam, negs
+        if group is not None:
+            gs[lane], ns[lane] = group.gamma
+        return gs, ns
 
     t0 = 1
     logged_t = 0
@@ -398,29 +452,45 @@ def simulate(
             ts = log_points(t0, n, log_every, steps)
             snap_x = np.empty((n_runs, len(ts)), state_dtype)
             snap_r = np.empty((n_runs, len(ts)), np.float64)
+            snap_g = np.empty((n_runs, len(ts)) if gamma else (0, 0), np.float64)
+            snap_n = np.empty_like(snap_g)
             if len(rest):
+                k = len(ts) if gamma else 0
                 sx, sr = np.empty((len(rest), len(ts)), state_dtype), np.empty((len(rest), len(ts)))
+                sg, sn = np.empty((len(rest), k)), np.empty((len(rest), k))
                 _window(
-                    coefs, problem_of, fp, ip, x, m, v, vmax, aux, regret, bc_done,
-                    lo, hi, x_star, t0, n, log_every, steps, sx, sr,
+                    coefs, problem_of, fp, ip, x, m, v, vmax, aux, regret, bc_done, gamma, dprev, negs, gam,
+                    lo, hi, x_star, t0, n, log_every, steps, sx, sr, sg, sn,
                 )  # fmt: skip
                 snap_x[rest], snap_r[rest] = sx, sr
+                if gamma:
+                    snap_g[rest], snap_n[rest] = sg, sn
             if group is not None:
                 sx, sr = np.empty((len(lane), len(ts)), state_dtype), np.empty((len(lane), len(ts)))
-                group.advance(coefs, t0, n, log_every, steps, sx, sr)
+                sg, sn = (np.empty((len(lane), len(ts))), np.empty((len(lane), len(ts)))) if gamma else (None, None)
+                group.advance(coefs, t0, n, log_every, steps, sx, sr, sg, sn)
                 snap_x[lane], snap_r[lane] = sx, sr
+                if gamma:
+                    snap_g[lane], snap_n[lane] = sg, sn
             if on_log is not None and len(ts):
                 on_log(ts, snap_x, snap_r)
                 logged_t = int(ts[-1])
+            if gamma and on_gamma is not None and len(ts):
+                on_gamma(ts, snap_g, snap_n)
             if on_window is not None:
                 on_window(n)
             t0 += n
     done = t0 - 1
     x, regret = state()
+    gs, ns = gamma_state()
+    negative = ns / (done - 1.0) if done >= 2 else np.full(n_runs, np.nan)
     if interrupted and on_log is not None and done > logged_t:
         # report the last completed step, so what is logged ends where the run stopped
         on_log(np.array([done]), x[:, None].copy(), (regret / done)[:, None])
+        if gamma and on_gamma is not None:
+            on_gamma(np.array([done]), gs[:, None].copy(), negative[:, None].copy())
     average = regret / done if done else np.full(n_runs, np.nan)
     return FusedResult(
-        x=x.copy(), average_regret=average, steps_done=done, interrupted=interrupted, stop_requested=sigint.hit
-    )
+        x=x.copy(), average_regret=average, steps_done=done, interrupted=interrupted, stop_requested=sigint.hit,
+        gamma=gs if gamma else None, gamma_negative_steps=negative if gamma else None,
+    )  # fmt: skip

@@ -88,9 +88,10 @@ def _padded(a, r0, r1, n):
 @numba.njit(cache=True, error_model="numpy")
 def _block(r0, r1, coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps, neg_lr, ams, k1, kdiv, ksq, lo,
            hi, x_star, xs, ms, vs, vmaxs, regrets, bc, sq, ones, t0, c0, cn, k0, log_every, last_t, snap_x,
-           snap_r):  # fmt: skip
+           snap_r, track, eps64, dprevs, negss, gams, snap_g, snap_n):  # fmt: skip
     """Steps t0 + c0 … t0 + c0 + cn − 1 of runs r0 … r1 − 1 (one block, one core). The block works on private
-    copies of its state, so no cache line it writes every step is shared with another core's block."""
+    copies of its state, so no cache line it writes every step is shared with another core's block. With
+    ``track``, Γ_t as the single-run kernel computes it (its own float64 loop after the update)."""
     real = r1 - r0
     # lanes rounded up to whole vector iterations (8 lanes × 4 interleaved here): a shorter loop would run in
     # LLVM's scalar remainder loop. The padding lanes repeat the block's last run and are never written back.
@@ -117,6 +118,10 @@ def _block(r0, r1, coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps, ne
     hi = _padded(hi, r0, r1, nb)
     x_star = _padded(x_star, r0, r1, nb)
     problems = _padded(problem_of, r0, r1, nb)
+    eps64 = _padded(eps64, r0, r1, nb)
+    dprev = _padded(dprevs, r0, r1, nb)
+    negs = _padded(negss, r0, r1, nb)
+    gam = _padded(gams, r0, r1, nb)
     like = x[0]  # a scalar of the state's dtype, for _as
     g = np.empty(nb, x.dtype)  # c rounded to the state's dtype (torch's gradient)
     neg_step, div, root = np.empty(nb, x.dtype), np.empty(nb, x.dtype), np.empty(nb, x.dtype)
@@ -179,15 +184,34 @@ def _block(r0, r1, coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps, ne
                 xr = x[r] + _as(neg_step[r] * mr, mo) / denom
                 x[r] = min(max(xr, lo[r]), hi[r])
                 m[r], v[r], vmax[r] = mr, vr, vm
+        if track:
+            # Γ_t = √V_t/α_t − √V_{t−1}/α_{t−1}, the single-run kernel's float64 expression (amsgrad_repro.gamma):
+            # √(v̂/b2_t) + ε over α_t, b2_t the row that divides √v (1.0 where none, and once steady)
+            j = i - c0
+            sqt = np.sqrt(np.float64(t))
+            for r in range(nb):
+                vv = vmax[r] if ams[r] else v[r]
+                b2t = 1.0 if steady else bc[ksq[r], j]
+                lr_t = lr[r] if steady else lr[r] / (sqt if lr_sqrt[r] else 1.0)
+                dd = (np.sqrt(np.float64(vv) / b2t) + eps64[r]) / lr_t
+                if t >= 2:
+                    gm = dd - dprev[r]
+                    gam[r] = gm
+                    negs[r] += gm < 0.0
+                dprev[r] = dd
         if t == next_log or t == last_t:
             for r in range(real):
                 snap_x[r0 + r, k] = x[r]
                 snap_r[r0 + r, k] = regret[r] / t
+                if track:
+                    snap_g[r0 + r, k] = gam[r]
+                    snap_n[r0 + r, k] = negs[r] / (t - 1.0) if t >= 2 else np.nan
             k += 1
         if t == next_log:
             next_log += log_every
     xs[r0:r1], ms[r0:r1], vs[r0:r1] = x[:real], m[:real], v[:real]
     vmaxs[r0:r1], regrets[r0:r1] = vmax[:real], regret[:real]
+    dprevs[r0:r1], negss[r0:r1], gams[r0:r1] = dprev[:real], negs[:real], gam[:real]
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -226,6 +250,13 @@ def _advance(
     last_t,
     snap_x,  # (R, k) state dtype, out
     snap_r,  # (R, k) float64, out
+    track,  # bool: compute Γ_t into the next three and the Γ snapshots
+    eps64,  # (R,) float64: ε as given
+    dprev,  # (R,) float64, in/out: √V_{t-1}/α_{t-1}
+    negs,  # (R,) int64, in/out: steps with Γ < 0
+    gam,  # (R,) float64, in/out: Γ_{t-1}
+    snap_g,  # (R, k) float64, out
+    snap_n,  # (R, k) float64, out
 ):
     n_runs = x.shape[0]
     blocks = (n_runs + lanes - 1) // lanes
@@ -238,7 +269,7 @@ def _advance(
             _block(
                 b * lanes, min(n_runs, (b + 1) * lanes), coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps,
                 neg_lr, ams, k1, kdiv, ksq, lo, hi, x_star, x, m, v, vmax, regret, bc, sq, ones, t0, c0, cn, k0,
-                log_every, last_t, snap_x, snap_r,
+                log_every, last_t, snap_x, snap_r, track, eps64, dprev, negs, gam, snap_g, snap_n,
             )  # fmt: skip
         for i in range(c0, c0 + cn):
             t = t0 + i
@@ -276,7 +307,8 @@ class Lanes:
         # its two formulas as one fma(d, weight, base): weight w, or −(1 − w) rounded then negated (exact)
         self.weight = np.where(self.near, w, -(dt.type(1.0) - w))
         self.b2, self.c2 = b2.astype(dt), (1.0 - b2).astype(dt)
-        self.eps = f64(eps).astype(dt)
+        self.eps64 = f64(eps)
+        self.eps = self.eps64.astype(dt)
         self.neg_lr = (-self.lr).astype(dt)  # _as(-α): the step once 1 − β1^t is 1.0 and α is constant
         self.ams = np.asarray(ams, np.bool_)[order]
         bias, corrected = np.asarray(bias, np.bool_)[order], np.asarray(corrected, np.bool_)[order]
@@ -292,6 +324,8 @@ class Lanes:
         self._x = f64(x0).astype(dt)
         self.m, self.v, self.vmax = np.zeros(n, dt), np.zeros(n, dt), np.zeros(n, dt)
         self._regret = np.zeros(n, np.float64)
+        self._dprev, self._gamma = np.zeros(n, np.float64), np.full(n, np.nan)
+        self._negs = np.zeros(n, np.int64)
         b = len(self.betas)
         self.bc, self.sq = np.empty((b, TABLE_STEPS)), np.empty((b, TABLE_STEPS))
         self.t_one, self.ones = np.zeros(b, np.int64), np.zeros(b, np.bool_)
@@ -314,13 +348,27 @@ class Lanes:
         out[self.order] = self._regret
         return out
 
-    def advance(self, coefs, t0: int, n: int, log_every: int, last_t: int, snap_x, snap_r) -> None:
-        """Steps t0 … t0 + n − 1 of every run; snapshots at the log points into ``snap_x``/``snap_r`` (R, k)."""
+    @property
+    def gamma(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Γ of the last step, steps with Γ < 0) of every run, in the caller's order (with ``track``)."""
+        g, c = np.empty_like(self._gamma), np.empty_like(self._negs)
+        g[self.order], c[self.order] = self._gamma, self._negs
+        return g, c
+
+    def advance(self, coefs, t0: int, n: int, log_every: int, last_t: int, snap_x, snap_r, snap_g=None,
+                snap_n=None) -> None:  # fmt: skip
+        """Steps t0 … t0 + n − 1 of every run; snapshots at the log points into ``snap_x``/``snap_r`` (R, k),
+        and, if ``snap_g``/``snap_n`` are given, Γ_t and the fraction of steps with Γ < 0 into them."""
+        track = snap_g is not None
         sx, sr = np.empty_like(snap_x), np.empty_like(snap_r)
+        sg = np.empty_like(snap_r) if track else np.empty((0, 0))
+        sn = np.empty_like(snap_r) if track else np.empty((0, 0))
         _advance(
             coefs, self.problem_of, self.lr, self.lr_sqrt, self.weight, self.near, self.c2, self.b2, self.eps,
             self.neg_lr, self.ams, self.k1, self.kdiv, self.ksq, self.lo, self.hi, self.x_star, self._x, self.m,
             self.v, self.vmax, self._regret, self.betas, self.bc, self.sq, self.t_one, self.ones, self.lanes,
-            t0, n, log_every, last_t, sx, sr,
+            t0, n, log_every, last_t, sx, sr, track, self.eps64, self._dprev, self._negs, self._gamma, sg, sn,
         )  # fmt: skip
         snap_x[self.order], snap_r[self.order] = sx, sr
+        if track:
+            snap_g[self.order], snap_n[self.order] = sg, sn

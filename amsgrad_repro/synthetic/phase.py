@@ -9,7 +9,9 @@ Usage::
 The paper's counterexamples fix (β1, β2) first and then pick a problem; Zhang et al. (2022) point out that for a
 *fixed* problem Adam converges once β2 is large enough. This command runs a grid of (β1, β2) on one problem,
 every cell a fused-engine run, and writes for each optimizer a heat map of the final x and of R_T/T, with the
-curve β1 = √β2 (Theorems 2-4 assume β1 < √β2, below it) and the paper's (0.9, 0.99) marked.
+curve β1 = √β2 (Theorems 2-4 assume β1 < √β2, below it) and the paper's (0.9, 0.99) marked. With ``--gamma``, a
+third map beside them: the fraction of steps where Γ_t < 0 (the effective step size grew; docs/gamma.md), so the
+cells where Adam fails can be compared with the cells where its step size keeps growing.
 
 β1 is spaced evenly on [LO, HI]; β2 is spaced evenly in log(1 − β2), so 0.9, 0.99, 0.999 are equally far
 apart. Output, in ``<logdir>/phase/<setting>/<run-name>/``: ``phase.csv`` (one row per cell), ``phase.json``
@@ -84,6 +86,8 @@ class Grid:
     failed: list = field(default_factory=list)
     #: the ClusterLost that stopped a Ray run early, if one did
     lost: Exception | None = None
+    #: with ``gamma``: the fraction of steps 2..T with Γ_t < 0 per finished cell (NaN elsewhere); else None
+    negative: np.ndarray | None = None
 
     def __iter__(self):
         return iter((self.final_x, self.regret, self.interrupted))
@@ -98,31 +102,36 @@ def run_grid(
     overrides: dict | None = None,
     bar=None,
     cluster: Cluster | None = None,
+    gamma: bool = False,
 ) -> Grid:
     """Every cell through the fused engine: in batches of :data:`BATCH` through :func:`simulate` in this process,
     or, with ``cluster``, as Ray tasks of :func:`~amsgrad_repro.synthetic.engines.ray_chunk` cells (one CPU
-    each). A signal stops it with the finished cells kept (``interrupted``)."""
+    each). A signal stops it with the finished cells kept (``interrupted``). With ``gamma``, each finished cell's
+    fraction of steps with Γ_t < 0 too (:attr:`Grid.negative`)."""
     from .fused import FusedRun, simulate  # imported where used: building the CLI's parser loads no kernel
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
     shape = (len(specs), len(beta1s), len(beta2s))
     cells = _Cells(shape)  # (k, i, j) made a batch at a time: a list of 10⁸ tuples would be 8 GB
     grid = Grid(np.full(shape, np.nan), np.full(shape, np.nan), steps_done=np.zeros(shape, np.int64),
-                stopped_x=np.full(shape, np.nan), stopped_regret=np.full(shape, np.nan))  # fmt: skip
+                stopped_x=np.full(shape, np.nan), stopped_regret=np.full(shape, np.nan),
+                negative=np.full(shape, np.nan) if gamma else None)  # fmt: skip
 
     def choice(k: int, i: int, j: int):
         return resolve(specs[k], overrides | {"beta1": float(beta1s[i]), "beta2": float(beta2s[j])})
 
     try:
         if cluster is not None:
-            _run_grid_on_ray(cluster, problem_cfg, cells, choice, steps, bar, grid)
+            _run_grid_on_ray(cluster, problem_cfg, cells, choice, steps, bar, grid, gamma)
             return grid
         problem = problem_cfg.functions()
         for start in range(0, len(cells), BATCH):
             batch = cells[start : start + BATCH]
             runs = [FusedRun(choice(k, i, j)) for k, i, j in batch]
             on_window = None if bar is None else _advance(bar, len(runs))
-            result = simulate([problem], runs, steps, log_every=steps, on_window=on_window, dtype=problem.dtype)
+            result = simulate(
+                [problem], runs, steps, log_every=steps, on_window=on_window, dtype=problem.dtype, gamma=gamma
+            )
             if result.interrupted:  # Ctrl-C inside the batch: its cells stop part-way, and say where
                 for (k, i, j), x, r in zip(batch, result.x, result.average_regret, strict=True):
                     grid.stopped_x[k, i, j], grid.stopped_regret[k, i, j] = x, r
@@ -132,6 +141,9 @@ def run_grid(
             for (k, i, j), x, r in zip(batch, result.x, result.average_regret, strict=True):
                 grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
                 grid.steps_done[k, i, j] = steps
+            if gamma:
+                for (k, i, j), f in zip(batch, result.gamma_negative_steps, strict=True):
+                    grid.negative[k, i, j] = f
             if result.stop_requested:  # Ctrl-C in the batch's last window: keep it, start no other
                 grid.interrupted = True
                 break
@@ -157,14 +169,16 @@ class _Cells:
         return [(c // (n1 * n2), c // n2 % n1, c % n2) for c in range(len(self))[index]]
 
 
-def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice, steps: int, bar, grid: Grid) -> None:
+def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice, steps: int, bar, grid: Grid,
+                     gamma: bool = False) -> None:  # fmt: skip
     from .engines import fused_task, ray_chunk
 
     size = ray_chunk(len(cells), cluster.cpus(), steps)
     jobs = []
     for start in range(0, len(cells), size):
         chunk = cells[start : start + size]
-        jobs.append((chunk, ([problem_cfg], [(choice(*cell), 0) for cell in chunk], steps, steps, problem_cfg.dtype)))
+        runs = [(choice(*cell), 0) for cell in chunk]
+        jobs.append((chunk, ([problem_cfg], runs, steps, steps, problem_cfg.dtype, gamma)))
     results = cluster.run(fused_task, jobs, num_cpus=1)
     try:
         for chunk, result in results:
@@ -173,6 +187,9 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
                     for (k, i, j), x, r in zip(chunk, result["final_x"], result["final_regret"], strict=True):
                         grid.final_x[k, i, j], grid.regret[k, i, j] = x, r
                         grid.steps_done[k, i, j] = steps
+                    if gamma:
+                        for (k, i, j), f in zip(chunk, result["final_negative"], strict=True):
+                            grid.negative[k, i, j] = f
                 else:
                     grid.failed += [(cell, result.error) for cell in chunk]
                 if bar is not None:
@@ -193,8 +210,9 @@ def _edges_linear(values: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * values[0] - mid[0]], mid, [2 * values[-1] - mid[-1]]])
 
 
-def heat_map_figure(spec: str, beta1s, beta2s, final_x, regret, title: str):
-    """Two panels (final x, R_T/T) over (1 − β2 on a log axis, β1), with β1 = √β2 and (0.9, 0.99) marked."""
+def heat_map_figure(spec: str, beta1s, beta2s, final_x, regret, title: str, negative=None):
+    """Two panels (final x, R_T/T) over (1 − β2 on a log axis, β1), with β1 = √β2 and (0.9, 0.99) marked; with
+    ``negative``, a third: the fraction of steps with Γ_t < 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,11 +223,13 @@ def heat_map_figure(spec: str, beta1s, beta2s, final_x, regret, title: str):
     log_u = np.log10(u)
     u_edges = 10 ** _edges_linear(log_u) if len(u) > 1 else np.array([u[0] * 2, u[0] / 2])
     b1_edges = _edges_linear(beta1s)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     panels = [
         (final_x, "final x", "RdBu_r", Normalize(-1, 1)),
         (regret, "R_T / T", "viridis", None),
     ]
+    if negative is not None:
+        panels.append((negative, "steps with Γ_t < 0 (fraction)", "magma", Normalize(0, 1)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8))
     for ax, (values, label, cmap, norm) in zip(axes, panels, strict=True):
         mesh = ax.pcolormesh(u_edges, b1_edges, values, cmap=cmap, norm=norm, shading="flat")
         fig.colorbar(mesh, ax=ax, label=label)
@@ -251,6 +271,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--beta2", type=float, nargs=3, default=[0.5, 0.9999, 50], metavar=("LO", "HI", "N"), help="β2 grid (log 1−β2)"
+    )
+    p.add_argument(
+        "--gamma",
+        action="store_true",
+        help="a third map: the fraction of steps with Γ_t < 0, where the effective step size grew (docs/gamma.md)",
     )
     p.add_argument("--logdir", default="logs", help="output goes to LOGDIR/phase/SETTING/RUN_NAME")
     p.add_argument("--run-name", default=None, help="output directory name (default: a timestamp)")
@@ -329,7 +354,8 @@ def _start_grid(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cell
     with tqdm(
         total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
     ) as bar:
-        grid = run_grid(problem_cfg, specs, b1, b2, args.steps, {"lr": args.lr, "eps": args.eps}, bar, cluster)
+        overrides = {"lr": args.lr, "eps": args.eps}
+        grid = run_grid(problem_cfg, specs, b1, b2, args.steps, overrides, bar, cluster, args.gamma)
     return grid, start
 
 
@@ -360,6 +386,7 @@ def _keep(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int
         "cells": cells,
         "cells_done": done,
         "cells_interrupted": stopped,
+        "gamma": args.gamma,
         "status": status,
         "interrupted": interrupted,
         "failed_cells": [
@@ -436,7 +463,9 @@ def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_s
 
     with writing(out / "phase.csv"), atomic_file(out / "phase.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["optimizer", "beta1", "beta2", "final_x", "average_regret", "status", "steps_done"])
+        gamma = grid.negative is not None
+        head = ["optimizer", "beta1", "beta2", "final_x", "average_regret", "status", "steps_done"]
+        writer.writerow(head + (["gamma_negative_steps"] if gamma else []))
         for k, spec in enumerate(specs):
             for i, beta1 in enumerate(b1):
                 for j, beta2 in enumerate(b2):
@@ -447,14 +476,18 @@ def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_s
                         row, status = [f"{grid.stopped_x[cell]:.9g}", f"{grid.stopped_regret[cell]:.9g}"], "interrupted"
                     else:
                         row, status = ["", ""], "failed" if cell in failed else "not started"
-                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status, steps])
+                    more = []
+                    if gamma:
+                        more = [f"{grid.negative[cell]:.9g}" if np.isfinite(grid.negative[cell]) else ""]
+                    writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status, steps, *more])
     vector = len(b1) * len(b2) <= MAX_SVG_CELLS
     if not vector:
         print(f"  {len(b1) * len(b2):,} cells per map: writing PNG only (SVG up to {MAX_SVG_CELLS:,} cells)")
     maps = {}
     for k, (spec, name) in enumerate(zip(specs, map_names(specs), strict=True)):
         title = f"{spec} on {args.setting}/{args.preset}, {args.steps:,} steps, x* = {x_star:+g}"
-        fig = heat_map_figure(spec, b1, b2, final_x[k], regret[k], title)
+        negative = None if grid.negative is None else grid.negative[k]
+        fig = heat_map_figure(spec, b1, b2, final_x[k], regret[k], title, negative)
         files = [f"{name}.png", *([f"{name}.svg"] if vector else [])]  # not with_suffix: "lr-0.01" has a dot
         try:
             for file in files:

@@ -18,7 +18,8 @@ One step of the Trial, in torchbearer's order, is:
    played, x_t, in ``state[PLAYED]``;
 2. the closure calls ``model(t)`` = f_t(x_t), the loss :func:`linear_loss` returns it, backward gives g_t;
 3. ``optimizer.step()``, then, inside the same call, the :class:`Projection` hook clamps x onto F;
-4. the metrics ``x`` (x_{t+1}, the projected iterate) and ``average_regret`` (R_t / t) are computed;
+4. the metrics ``x`` (x_{t+1}, the projected iterate) and ``average_regret`` (R_t / t) are computed, and with
+   ``gamma=True`` :class:`GammaMetric`'s ``gamma`` (Γ_t) and ``gamma_negative_steps``;
 5. ``on_step_training`` callbacks: :class:`ScalarLogger` writes every ``log_every`` steps, :class:`Progress`
    moves the bar.
 
@@ -28,6 +29,7 @@ line of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -38,9 +40,10 @@ from torchbearer.metrics import to_dict
 
 from ..callbacks import Progress, RunWriter
 from ..events import ScalarRecord
+from ..gamma import inverse_step, why_undefined
 from .problems import LinearProblem
 
-__all__ = ["Progress", "Projection", "ScalarLogger", "build_trial", "linear_loss", "load_step"]
+__all__ = ["GammaMetric", "Progress", "Projection", "ScalarLogger", "build_trial", "linear_loss", "load_step"]
 
 #: State key for x_t, the point played at step t (read before the optimizer moves it).
 PLAYED = torchbearer.state_key("played_x")
@@ -93,6 +96,31 @@ class AverageRegretMetric(Metric):
         t = state[torchbearer.X]
         self.total += model.coef(t) * (state[PLAYED] - model.x_star)
         return self.total / t
+
+
+class GammaMetric(Metric):
+    """``gamma``: Γ_t = √V_t/α_t − √V_{t−1}/α_{t−1} of x's coordinate after step t (:mod:`amsgrad_repro.gamma`;
+    NaN at t = 1, where V_0 does not exist), and ``gamma_negative_steps``: the fraction of steps 2..t where it
+    was negative (the effective step size grew). Reads ``state[X]`` (t), ``state[MODEL]`` and
+    ``state[OPTIMIZER]``'s state: no second copy of the update."""
+
+    def __init__(self) -> None:
+        super().__init__("gamma")
+        self.previous = math.nan
+        self.gamma = math.nan
+        self.negative = 0
+
+    def reset(self, state: dict) -> None:
+        self.previous, self.gamma, self.negative = math.nan, math.nan, 0
+
+    def process(self, state: dict) -> dict[str, float]:
+        t = state[torchbearer.X]
+        d = float(inverse_step(state[torchbearer.OPTIMIZER], state[torchbearer.MODEL].x))  # x is 0-dimensional
+        if t >= 2:
+            self.gamma = d - self.previous
+            self.negative += self.gamma < 0
+        self.previous = d
+        return {"gamma": self.gamma, "gamma_negative_steps": self.negative / (t - 1) if t >= 2 else math.nan}
 
 
 class Projection(Callback):
@@ -168,6 +196,7 @@ def build_trial(
     log_dir: str | None = None,
     log_every: int = 1000,
     callbacks: Sequence[Callback] = (),
+    gamma: bool = False,
 ) -> Trial:
     """A torchbearer Trial that runs ``optimizer`` on ``problem`` for ``steps`` steps, one epoch.
 
@@ -179,14 +208,18 @@ def build_trial(
         log_dir: if given, a :class:`ScalarLogger` writes ``x`` and ``average_regret`` there every
             ``log_every`` steps and at t = T (no graph is written).
         callbacks: more torchbearer callbacks, run after the projection and the logger.
+        gamma: also the metrics ``gamma`` and ``gamma_negative_steps`` (:class:`GammaMetric`); ValueError if Γ is
+            not defined for this optimizer (:func:`amsgrad_repro.gamma.why_undefined`).
 
     Returns:
-        the Trial; call ``.run()``. Its metrics are ``x`` and ``average_regret``.
+        the Trial; call ``.run()``. Its metrics are ``x`` and ``average_regret`` (and Γ's two).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not isinstance(optimizer, torch.optim.Optimizer):
         optimizer = optimizer(problem.parameters())
+    if gamma and why_undefined(optimizer) is not None:
+        raise ValueError(why_undefined(optimizer))
     cbs: list[Callback] = [Projection(problem.bounds.lo, problem.bounds.hi)]
     if log_dir is not None:
         cbs.append(ScalarLogger(log_dir, log_every, steps))
@@ -195,7 +228,7 @@ def build_trial(
         problem,
         optimizer,
         linear_loss,
-        metrics=[IterateMetric(), AverageRegretMetric()],
+        metrics=[IterateMetric(), AverageRegretMetric(), *([GammaMetric()] if gamma else [])],
         callbacks=cbs,
         verbose=0,
     )
