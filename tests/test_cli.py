@@ -230,6 +230,7 @@ def test_ctrl_c_leaves_readable_events_and_a_summary(tmp_path, engine, read_scal
     deadline = time.time() + 600  # a hang guard only
     while time.time() < deadline and not any((run_dir / "adam").glob("events.*")):
         time.sleep(0.2)
+
     # the event, not a time: a logged step is on disk. The Trial writes and flushes as it goes; the fused engine
     # creates its event files before its first window (so their existence is not enough) and then writes points
     # so fast (~100 MB/s here) that parsing the file to look would never catch up: its size says it instead

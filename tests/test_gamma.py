@@ -109,7 +109,7 @@ def test_fused_gamma_equals_the_trial_bit_for_bit(setting, dtype):
     for simd in (False, True):  # the lane kernel too (it takes the Adam family when asked)
         got: list = []
         simulate([cfg.functions()], [FusedRun.of(s) for s in ZOO], steps, log_every=every, dtype=dtype, gamma=True,
-                 on_gamma=lambda ts, g, n: got.append((g, n)), simd=simd)  # fmt: skip
+                 on_gamma=lambda ts, g, n, got=got: got.append((g, n)), simd=simd)  # fmt: skip
         gamma = np.concatenate([g for g, _ in got], axis=1)
         negative = np.concatenate([n for _, n in got], axis=1)
         for k, spec in enumerate(ZOO):
@@ -255,7 +255,8 @@ def test_real_data_gamma_equals_a_plain_loop_and_amsgrad_paper_never_grows(tmp_p
 
     logdir = tmp_path / "logs"
     argv = ["mlp", "--iterations", "60", "--log-every", "20", "--eval-every", "60", "--logdir", str(logdir),
-            "--run-name", "g", "--no-progress", "--jobs", "1", "--gamma", "--optimizers", "adam", "amsgrad-paper"]  # fmt: skip
+            "--run-name", "g", "--no-progress", "--jobs", "1", "--gamma",
+            "--optimizers", "adam", "amsgrad-paper"]  # fmt: skip
     assert main(argv) == 0
     summary = read_summary(logdir / "mlp" / "g")
     data = load("mnist", None)
@@ -281,7 +282,8 @@ def test_real_data_gamma_equals_a_plain_loop_and_amsgrad_paper_never_grows(tmp_p
 
 
 def test_real_data_gamma_refuses_an_optimizer_without_one(tmp_path, capsys):
-    argv = ["logreg", "--iterations", "10", "--logdir", str(tmp_path), "--gamma", "--optimizers", "torch.optim.Adadelta"]
+    argv = ["logreg", "--iterations", "10", "--logdir", str(tmp_path), "--gamma"]
+    argv += ["--optimizers", "torch.optim.Adadelta"]
     assert main(argv) == 2
     assert "not defined for torch.optim.Adadelta" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
@@ -290,7 +292,8 @@ def test_real_data_gamma_refuses_an_optimizer_without_one(tmp_path, capsys):
 def test_phase_gamma_map(tmp_path):
     logdir = tmp_path / "logs"
     argv = ["phase", "--steps", "3000", "--beta1", "0", "0.9", "2", "--beta2", "0.9", "0.999", "3", "--gamma",
-            "--optimizers", "adam", "amsgrad-paper", "--logdir", str(logdir), "--run-name", "p", "--no-progress"]  # fmt: skip
+            "--optimizers", "adam", "amsgrad-paper", "--logdir", str(logdir), "--run-name", "p",
+            "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     out = logdir / "phase" / "online" / "p"
     lines = (out / "phase.csv").read_text().splitlines()
