@@ -31,11 +31,12 @@ Then, for each real-data model of ``--models``, the time of one training iterati
 the torchbearer Trial as the commands build it (loader, loss, :class:`~.realdata.trial.RunLogger` writing
 every 50 iterations, progress callback) against a plain torch loop written here, on the same model, weights
 and batches: ``--real-iterations`` each, alternated three times, the median of each printed with their ratio
-(the Trial's overhead). logreg and mlp train on the embedded MNIST subset; cifarnet on random 3×32×32 images
-(its speed does not depend on the pixels). Test evaluation is left out of both. For cifarnet it also times its
-two convolutions alone, forward and backward at the iteration's shapes (the first without an input gradient, as
-in training), channels-last, as plain torch calls: the floor an iteration cannot go below on this machine's
-torch, printed as the ratio Trial / convolutions (issue 26 targets ≤ 1.3).
+(the Trial's overhead), and the Trial with ``--gamma``'s :class:`~.realdata.trial.GammaStats` (Γ read every 50
+iterations) against the Trial without it (issue 25 targets < 1.05 for mlp). logreg and mlp train on the embedded
+MNIST subset; cifarnet on random 3×32×32 images (its speed does not depend on the pixels). Test evaluation is left
+out of both. For cifarnet it also times its two convolutions alone, forward and backward at the iteration's shapes
+(the first without an input gradient, as in training), channels-last, as plain torch calls: the floor an iteration
+cannot go below on this machine's torch, printed as the ratio Trial / convolutions (issue 26 targets ≤ 1.3).
 
 With ``--verdict STEPS`` it times ``verdict``'s battery (:mod:`amsgrad_repro.verdict`) at STEPS steps a run:
 ``torch.optim.Adam``'s through the torch engine, part by part (one part per β configuration, as ``--jobs``
@@ -114,23 +115,26 @@ def time_fused(setting: str, runs: list[FusedRun], steps: int, simd: bool | None
     return time.perf_counter() - start
 
 
-def time_startup(repeats: int) -> tuple[float, float]:
-    """(median wall seconds of ``python -m amsgrad_repro online`` at its defaults, median of ``python -c "import
-    torch"``), each a fresh process, alternated ``repeats`` times, after one untimed online run (the kernel cache)."""
+def time_startup(repeats: int) -> tuple[float, float, float]:
+    """(median wall seconds of ``python -m amsgrad_repro online`` at its defaults, the same with ``--gamma``, median
+    of ``python -c "import torch"``), each a fresh process, alternated ``repeats`` times, after one untimed online
+    run of each (the kernel cache)."""
 
     def wall(args: list[str], cwd: str) -> float:
         start = time.perf_counter()
         subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, check=True)
         return time.perf_counter() - start
 
-    online, torch_ = [], []
+    online, gamma, torch_ = [], [], []
     with tempfile.TemporaryDirectory() as logdir:
         cmd = ["-m", "amsgrad_repro", "online", "--logdir", logdir, "--no-progress"]
         wall([*cmd, "--run-name", "warm"], logdir)
+        wall([*cmd, "--run-name", "warm-gamma", "--gamma"], logdir)
         for k in range(repeats):
             online.append(wall([*cmd, "--run-name", f"r{k}"], logdir))
+            gamma.append(wall([*cmd, "--run-name", f"g{k}", "--gamma"], logdir))
             torch_.append(wall(["-c", "import torch"], logdir))
-    return statistics.median(online), statistics.median(torch_)
+    return statistics.median(online), statistics.median(gamma), statistics.median(torch_)
 
 
 def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
@@ -145,8 +149,9 @@ def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
     return int(rss_kib) / 1024, float(wall), total
 
 
-def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> tuple[float, float]:
-    """(Trial seconds per iteration, plain loop seconds per iteration), medians over ``repeats`` alternations."""
+def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> tuple[float, float, float]:
+    """(Trial seconds per iteration, plain loop seconds per iteration, Trial with ``--gamma``'s callback logging
+    every 50 iterations), medians over ``repeats`` alternations."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -154,7 +159,7 @@ def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> t
     from .callbacks import Progress
     from .realdata.data import embedded
     from .realdata.models import build_model, to_input
-    from .realdata.trial import Batches, RunLogger, build_trial
+    from .realdata.trial import Batches, GammaStats, RunLogger, build_trial
 
     if model_name == "cifarnet":
         rng = np.random.default_rng(0)
@@ -178,21 +183,23 @@ def time_real_iteration(model_name: str, iterations: int, repeats: int = 3) -> t
             loss.item()
         return (time.perf_counter() - start) / iterations
 
-    def trial() -> float:
+    def trial(gamma: bool = False) -> float:
         model = build_model(model_name, shape, 0)
         with tempfile.TemporaryDirectory() as logdir, tqdm(total=iterations, disable=True) as bar:
             callbacks = [RunLogger(logdir, 50, iterations), Progress(bar, 50)]
+            callbacks = [GammaStats(50, iterations), *callbacks] if gamma else callbacks
             t = build_trial(model, torch.optim.Adam(model.parameters(), lr=1e-3), batches, iterations, callbacks)
             start = time.perf_counter()
             t.run()
             return (time.perf_counter() - start) / iterations
 
     plain(), trial()  # warm-up: allocator, first-call costs
-    trial_s, plain_s = [], []
+    trial_s, plain_s, gamma_s = [], [], []
     for _ in range(repeats):
         plain_s.append(plain())
         trial_s.append(trial())
-    return statistics.median(trial_s), statistics.median(plain_s)
+        gamma_s.append(trial(gamma=True))
+    return statistics.median(trial_s), statistics.median(plain_s), statistics.median(gamma_s)
 
 
 def time_cifarnet_convolutions(iterations: int, repeats: int = 3) -> float:
@@ -397,11 +404,13 @@ def _time_real(args: argparse.Namespace, torch) -> dict:
     )
     rows, out = [], {}
     for name in args.models:
-        trial_s, plain_s = time_real_iteration(name, args.real_iterations)
-        rows.append((name, f"{trial_s * 1e3:.3f} ms", f"{plain_s * 1e3:.3f} ms", f"{trial_s / plain_s:.3f}"))
+        trial_s, plain_s, gamma_s = time_real_iteration(name, args.real_iterations)
+        rows.append((name, f"{trial_s * 1e3:.3f} ms", f"{plain_s * 1e3:.3f} ms", f"{trial_s / plain_s:.3f}",
+                     f"{gamma_s / trial_s:.3f}"))  # fmt: skip
         out[f"{name}_trial_s_per_it"], out[f"{name}_plain_s_per_it"] = trial_s, plain_s
-    header = ("model", "Trial / iteration", "plain loop / iteration", "ratio Trial / plain")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+        out[f"{name}_trial_gamma_s_per_it"] = gamma_s
+    header = ("model", "Trial / iteration", "plain loop / iteration", "ratio Trial / plain", "--gamma / Trial")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if "cifarnet" in args.models:
@@ -461,16 +470,18 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
     )
 
     # a paper-length run, whole process, against importing torch (issue 16: the first should be faster)
-    online_s, torch_s = time_startup(args.startup_repeats)
+    online_s, gamma_s, torch_s = time_startup(args.startup_repeats)
     print(
         f"paper length: `python -m amsgrad_repro online` (10 M steps, warm cache) {online_s:.2f} s, "
         f"`python -c 'import torch'` {torch_s:.2f} s (medians of {args.startup_repeats}); "
         f"ratio online / import torch: {online_s / torch_s:.2f}"
     )
+    print(f"paper length with --gamma (Γ_t logged): {gamma_s:.2f} s; ratio with / without: {gamma_s / online_s:.2f}")
     out = {
         "lanes_run_steps_per_s": lane_rate,
         "single_run_kernel_run_steps_per_s": single_rate,
         "online_wall_s": online_s,
+        "online_gamma_wall_s": gamma_s,
         "import_torch_wall_s": torch_s,
         "trial_steps_per_s": trial_rate,
         "fused_steps_per_s": fused_rate,

@@ -12,6 +12,8 @@ TensorBoard run per optimizer, lr and seed). The events are read with TensorBoar
 
 - Given one online and one stochastic run directory, the figure has Figure 1's three panels: online R_t/t,
   online x_t, stochastic x_t. Otherwise it has two panels (R_t/t, x_t) for each run directory.
+- Runs written with ``--gamma`` add a second row: Γ_t (symmetric-log y axis, 0 marked) and the share of steps
+  so far with Γ_t < 0, per run directory (ours: the paper draws no Γ; docs/gamma.md).
 - Runs that differ only by seed are drawn as their mean with a ±1 standard deviation band.
 - By default t is log-scaled in the R_t/t panels (R_t/t starts at hundreds and decays like 1/t, so a linear
   t-axis hides everything but the first steps) and linear in the x_t panels, as in the paper.
@@ -144,7 +146,7 @@ def load_run_dir(run_dir: Path) -> tuple[str, dict[str, list[Series]]]:
         rel = d.relative_to(run_dir).parts
         key = "/".join(p for p in rel if not _SEED.match(p)) or d.name
         groups.setdefault(key, []).append(_read_run(d))
-    series: dict[str, list[Series]] = {"average_regret": [], "x": []}
+    series: dict[str, list[Series]] = {"average_regret": [], "x": [], "gamma": [], "gamma_negative_steps": []}
     for key, runs in groups.items():
         for tag in series:
             curves = [r[tag] for r in runs if tag in r]
@@ -171,6 +173,12 @@ def _draw(ax, series: list[Series], ylabel: str, title: str, xscale: str) -> Non
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    if ylabel.startswith("Γ_t") and series:
+        # Γ spans orders of magnitude on both sides of 0 (the rare gradient's jump, then the small decays)
+        finite = np.concatenate([np.abs(s.mean[np.isfinite(s.mean) & (s.mean != 0)]) for s in series])
+        if finite.size:
+            ax.set_yscale("symlog", linthresh=float(np.percentile(finite, 5)))
+        ax.axhline(0.0, color="k", linewidth=0.8)
     if ylabel == "R_t / t" and series:
         everything = np.concatenate([s.mean for s in series])
         if xscale == "log":
@@ -355,10 +363,21 @@ def make_figure(run_dirs: list[Path], xscale: str = "auto"):
         for d, setting, series in loaded:
             panels.append((series["average_regret"], "R_t / t", f"{setting} ({d.name}): R_t / t", "regret"))
             panels.append((series["x"], "x_t", f"{setting} ({d.name}): x_t", "x"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (series, ylabel, title, kind) in zip(axes[0], panels, strict=True):
-        scale = xscale if xscale != "auto" else ("log" if kind == "regret" else "linear")
-        _draw(ax, series, ylabel, title, scale)
+    gamma = []  # runs written with --gamma: a second row, Γ_t and the share of steps with Γ_t < 0 (ours)
+    for d, setting, series in loaded:
+        if series["gamma"]:
+            gamma.append((series["gamma"], "Γ_t", f"{setting} ({d.name}): Γ_t (ours; Section 3)", "gamma"))
+            gamma.append((series["gamma_negative_steps"], "steps with Γ_t < 0", f"{setting} ({d.name}): share of "
+                          "steps with Γ_t < 0 (ours)", "gamma"))  # fmt: skip
+    columns = max(len(panels), len(gamma))
+    rows = 2 if gamma else 1
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
+    for row, row_panels in enumerate([panels, gamma][:rows]):
+        for ax, (series, ylabel, title, kind) in zip(axes[row], row_panels, strict=False):
+            scale = xscale if xscale != "auto" else ("log" if kind in ("regret", "gamma") else "linear")
+            _draw(ax, series, ylabel, title, scale)
+        for ax in axes[row][len(row_panels) :]:
+            ax.set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
     for ax in axes[0][1:]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -366,8 +385,8 @@ def make_figure(run_dirs: list[Path], xscale: str = "auto"):
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
-    rows = -(-len(labels) // 4)
-    fig.tight_layout(rect=(0, 0.06 + 0.05 * rows, 1, 1))
+    legend_rows = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, (0.06 + 0.05 * legend_rows) / rows, 1, 1))
     return fig
 
 

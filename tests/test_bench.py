@@ -15,7 +15,8 @@ def test_bench_prints_rates_and_ratio(capsys):
     assert ratio > 1
     lanes = re.search(r"40 Adam/AMSGrad runs × 5,000 steps: SIMD lanes .*; ratio lanes / single-run: ([\d.]+)×", out)
     startup = re.search(r"paper length: .* \(medians of 1\); ratio online / import torch: ([\d.]+)$", out, re.M)
-    assert lanes is not None and startup is not None, out
+    gamma = re.search(r"paper length with --gamma \(Γ_t logged\): [\d.]+ s; ratio with / without: ([\d.]+)$", out, re.M)
+    assert lanes is not None and startup is not None and gamma is not None, out
     assert float(lanes.group(1)) > 0 and float(startup.group(1)) > 0
 
 
@@ -24,10 +25,10 @@ def test_bench_times_real_data_models_against_a_plain_loop(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     for model in ("logreg", "mlp"):
-        row = re.search(rf"^{model}\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+)$", out, re.M)
+        row = re.search(rf"^{model}\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+)\s+([\d.]+)$", out, re.M)
         assert row is not None, out
-        trial, plain, ratio = map(float, row.groups())
-        assert trial > 0 and plain > 0 and abs(ratio - trial / plain) < 0.01
+        trial, plain, ratio, gamma = map(float, row.groups())
+        assert trial > 0 and plain > 0 and abs(ratio - trial / plain) < 0.01 and gamma > 0
 
 
 def test_bench_times_the_verdict_engines(capsys):

@@ -15,7 +15,7 @@ from amsgrad_repro.cli import main
 from amsgrad_repro.events import ScalarRecord
 from amsgrad_repro.gamma import inverse_step, why_undefined
 from amsgrad_repro.optimizers import resolve
-from amsgrad_repro.synthetic.config import ProblemConfig
+from amsgrad_repro.synthetic.config import GAMMA_CHARTS, ProblemConfig
 from amsgrad_repro.synthetic.fused import FusedRun, simulate
 from amsgrad_repro.synthetic.trial import ScalarLogger, build_trial
 
@@ -209,8 +209,13 @@ def test_cli_gamma_tags_summary_layout_and_refusal(tmp_path, capsys, read_scalar
     assert main([*argv, "--run-name", "t", "--engine", "trial", "--optimizers", "adam", "amsgrad-paper"]) == 0
     trial = read_scalars(logdir / "online" / "t" / "adam")
     assert trial["gamma"] == scalars["gamma"] and trial["gamma_negative_steps"] == scalars["gamma_negative_steps"]
-    layout = (run / "layout").exists() or any(run.glob("events.out.tfevents.*"))
-    assert layout
+    assert [title for title, _ in GAMMA_CHARTS] == [c for c in _layout_charts(run) if "Γ" in c]
+    assert _layout_charts(logdir / "online" / "t") == _layout_charts(run)
+    # plot draws a second row for them, titled as ours
+    from amsgrad_repro.plot import make_figure
+
+    titles = [ax.get_title() for ax in make_figure([run]).axes if ax.get_visible()]
+    assert titles[2:] == ["online (f): Γ_t (ours; Section 3)", "online (f): share of steps with Γ_t < 0 (ours)"]
     # an optimizer without a Γ: one line, exit 2, nothing written
     capsys.readouterr()
     assert main([*argv, "--run-name", "r", "--optimizers", "torch.optim.Rprop"]) == 2
@@ -219,12 +224,30 @@ def test_cli_gamma_tags_summary_layout_and_refusal(tmp_path, capsys, read_scalar
     assert not (logdir / "online" / "r").exists()
 
 
+def _layout_charts(run_dir) -> list[str]:
+    """The chart titles of the Custom Scalars layout an invocation wrote at its run directory's root."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    titles = []
+    for path in run_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "custom_scalars":
+                    layout = layout_pb2.Layout.FromString(value.tensor.string_val[0])
+                    titles += [chart.title for category in layout.category for chart in category.chart]
+    return titles
+
+
 def test_without_gamma_nothing_changes(tmp_path, read_scalars, read_summary):
     """The default writes no Γ tags and no Γ columns (the flag is off by default: docs/gamma.md gives its cost)."""
     logdir = tmp_path / "logs"
     assert main(["online", "--steps", "100", "--logdir", str(logdir), "--run-name", "d", "--no-progress"]) == 0
     assert set(read_scalars(logdir / "online" / "d" / "adam")) == {"x", "average_regret"}
     assert "gamma_negative_steps" not in read_summary(logdir / "online" / "d")["runs"][0]
+    assert not [c for c in _layout_charts(logdir / "online" / "d") if "Γ" in c] and _layout_charts(
+        logdir / "online" / "d"
+    )
 
 
 def _plain_real_gamma(model, opt, batches, steps, every):
