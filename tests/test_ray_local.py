@@ -46,10 +46,10 @@ def _same_scalars(dir_a, dir_b, names, read_scalars) -> None:
 
 
 def test_stochastic_seed_sweep_equals_in_process(cluster, tmp_path, read_summary, read_scalars):
-    argv = ["stochastic", "--seed", "0:3", "--steps", "200000", "--log-every", "5000"]
+    argv = ["stochastic", "--seed", "0:3", "--steps", "200000", "--log-every", "5000", "--gamma"]
     _both(tmp_path, argv)
     here, there = read_summary(tmp_path / "stochastic/here"), read_summary(tmp_path / "stochastic/ray")
-    _same_runs(here, there, ["final_x", "average_regret", "steps_done"])
+    _same_runs(here, there, ["final_x", "average_regret", "steps_done", "gamma", "gamma_negative_steps"])
     assert there["config"]["ray"] == "connected" and there["runs"][0]["engine"] == "fused on ray"
     names = [r["name"] for r in here["runs"]]
     _same_scalars(tmp_path / "stochastic/here", tmp_path / "stochastic/ray", names, read_scalars)
@@ -57,15 +57,15 @@ def test_stochastic_seed_sweep_equals_in_process(cluster, tmp_path, read_summary
 
 def test_trial_engine_on_ray_equals_in_process(cluster, tmp_path, read_summary, read_scalars):
     argv = ["online", "--steps", "1500", "--log-every", "500", "--optimizers", "adam", "torch.optim.Adagrad,lr=0.01"]
-    _both(tmp_path, argv)
+    _both(tmp_path, [*argv, "--gamma"])
     here, there = read_summary(tmp_path / "online/here"), read_summary(tmp_path / "online/ray")
-    _same_runs(here, there, ["final_x", "average_regret", "steps_done"])
+    _same_runs(here, there, ["final_x", "average_regret", "steps_done", "gamma", "gamma_negative_steps"])
     assert there["config"]["engine"] == "trial"
     _same_scalars(tmp_path / "online/here", tmp_path / "online/ray", [r["name"] for r in here["runs"]], read_scalars)
 
 
 def test_phase_grid_equals_in_process(cluster, tmp_path):
-    argv = ["phase", "--beta1", "0", "0.9", "4", "--beta2", "0.5", "0.999", "5", "--steps", "20000"]
+    argv = ["phase", "--beta1", "0", "0.9", "4", "--beta2", "0.5", "0.999", "5", "--steps", "20000", "--gamma"]
     _both(tmp_path, argv)
 
     def rows(name):
@@ -79,12 +79,13 @@ def test_mlp_grid_is_the_same_with_jobs_1_jobs_2_and_ray(cluster, tmp_path, read
     """The same 8-run grid one after another in this process (--jobs 1), two at a time in worker processes
     (--jobs 2) and as Ray tasks, all at the default one thread per run: equal to the bit."""
     argv = ["mlp", "--iterations", "40", "--log-every", "10", "--eval-every", "20", "--lr", "1e-3", "1e-2"]
-    argv += ["--seed", "0", "1", "--logdir", str(tmp_path), "--no-progress"]
+    argv += ["--seed", "0", "1", "--logdir", str(tmp_path), "--no-progress", "--gamma"]
     for name, extra in (("jobs-1", ["--jobs", "1"]), ("jobs-2", ["--jobs", "2"]), ("ray", ["--ray"])):
         assert main([*argv, "--run-name", name, *extra]) == 0, name
     runs = {name: read_summary(tmp_path / "mlp" / name) for name in ("jobs-1", "jobs-2", "ray")}
     assert runs["jobs-1"]["config"]["jobs"] == 1 and runs["jobs-2"]["config"]["jobs"] == 2
     keys = ["final_train_loss", "final_test_loss", "final_test_accuracy", "iterations_done"]
+    keys += ["gamma_negative_coordinates", "gamma_step_growth"]
     names = [r["name"] for r in runs["jobs-1"]["runs"]]
     for other in ("jobs-2", "ray"):
         _same_runs(runs["jobs-1"], runs[other], keys)
