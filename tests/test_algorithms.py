@@ -188,8 +188,9 @@ TOLERANCE = {"float32": 1e-6, "float64": 1e-13}
     [
         pytest.param(SETTINGS[0], "float32", id="online-float32"),
         pytest.param(SETTINGS[1], "float32", id="stochastic-float32"),
-        pytest.param(SETTINGS[0], "float64", id="online-float64"),
-        # the same arithmetic on other slopes; 45 s of Trial steps, so with the long checks
+        # float64: the same arithmetic in the other dtype, 45 to 100 s of Trial steps each, so with the long checks
+        # (float64 fused against Trial stays in the default suite through tests/test_update_rules.py)
+        pytest.param(SETTINGS[0], "float64", id="online-float64", marks=pytest.mark.slow),
         pytest.param(SETTINGS[1], "float64", id="stochastic-float64", marks=pytest.mark.slow),
     ],
 )

@@ -64,20 +64,21 @@ def test_window_and_log_interval_do_not_change_the_trajectory():
     runs = [FusedRun.of("adam", lr=1e-2), FusedRun.of("amsgrad", lr=1e-2)]
     steps = 50_000
     ref_x, ref_r = fused_every_step(Stochastic(seed=4), runs, steps)
-    for window, log_every in [(1 << 16, 1000), (777, 10), (5000, 1), (1, 997)]:
+    # a window of one step is one kernel call a step (a parallel region each): its own, shorter run
+    for window, log_every, n in [(1 << 16, 1000, steps), (777, 10, steps), (5000, 1, steps), (1, 997, 3000)]:
         got = {}
 
         def on_log(ts, x, r, got=got):
             for j, t in enumerate(ts.tolist()):
                 got[t] = (x[:, j].copy(), r[:, j].copy())
 
-        result = simulate([Stochastic(seed=4)], runs, steps, log_every=log_every, on_log=on_log, window=window)
-        expected_ts = sorted(set(range(log_every, steps + 1, log_every)) | {steps})
+        result = simulate([Stochastic(seed=4)], runs, n, log_every=log_every, on_log=on_log, window=window)
+        expected_ts = sorted(set(range(log_every, n + 1, log_every)) | {n})
         assert sorted(got) == expected_ts
         for t, (x, r) in got.items():
             np.testing.assert_array_equal(x, ref_x[:, t - 1])
             np.testing.assert_array_equal(r, ref_r[:, t - 1])
-        np.testing.assert_array_equal(result.x, ref_x[:, -1])
+        np.testing.assert_array_equal(result.x, ref_x[:, n - 1])
 
 
 def test_many_runs_at_once_equal_runs_one_by_one():

@@ -136,7 +136,11 @@ def _check_gamma(runs: list[RealRun]) -> None:
     from ..gamma import why_undefined
 
     for r in {r.choice.label: r for r in runs}.values():
-        why = why_undefined(r.choice.build([torch.nn.Parameter(torch.zeros(1))]))
+        try:
+            optimizer = r.choice.build([torch.nn.Parameter(torch.zeros(1))])
+        except Exception:  # its options are wrong: the run itself fails and says so, as without --gamma
+            continue
+        why = why_undefined(optimizer)
         if why is not None:
             raise UsageError(f"--gamma: {why}")
 

@@ -127,7 +127,11 @@ def _check_gamma(runs: list[Run]) -> None:
 
         from ..gamma import why_undefined
 
-        why = why_undefined(run.choice.build([torch.nn.Parameter(torch.zeros(()))]))
+        try:
+            optimizer = run.choice.build([torch.nn.Parameter(torch.zeros(()))])
+        except Exception:  # its options are wrong: the run itself fails and says so, as without --gamma
+            continue
+        why = why_undefined(optimizer)
         if why is not None:
             raise UsageError(f"--gamma: {why}")
 
