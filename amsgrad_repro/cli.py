@@ -137,6 +137,13 @@ def _add_run_flags(p: argparse.ArgumentParser, setting: str) -> None:
         "auto: fused when it implements every optimizer",
     )
     add_dtype_flag(g)
+    g.add_argument(
+        "--threads",
+        type=count,
+        default=None,
+        help="fused engine: kernel threads (default: the CPUs this process may use, at most one per run; "
+        "NUMBA_NUM_THREADS caps it); the numbers do not depend on it",
+    )
 
     presets = [name for name, pr in PRESETS.items() if setting in pr.settings]
     g = p.add_argument_group("problem (defaults: the paper's Section 5)")
@@ -405,6 +412,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         seeds=seeds,
         log_every=args.log_every,
         gamma=args.gamma,
+        threads=args.threads,
         engine=args.engine,
         **_output(args),
     )

@@ -39,6 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
 from .runs import TaskFailed
+from .values import usable_cpus
+
+__all__ = ["NotStarted", "Pool", "shared", "usable_cpus"]
 
 _SHARED: object = None
 _RUNNING = False  # in a worker: a task is running now
@@ -93,11 +96,6 @@ def _start_worker(value: object) -> None:
 
 #: seconds the driver waits, after a stop, for the interrupted runs' partial results
 STOP_GRACE = 30.0
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may use (a container's, a taskset's), at least 1."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Pool:

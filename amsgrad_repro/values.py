@@ -7,16 +7,23 @@ Usage::
     lr_values("1e-4:1e-1:4")               # [0.0001, 0.001, 0.01, 0.1]
     seed_values("0:4")                     # [0, 1, 2, 3]
 
-Each raises ``argparse.ArgumentTypeError`` with the text that was wrong, so argparse reports it on one line.
-They live here, below every command, so that the synthetic and the real-data commands share them, with
-:func:`add_output_flags`, the output flags every command that writes runs takes, and :func:`add_dtype_flag`.
+Each raises ``argparse.ArgumentTypeError`` with the text that was wrong, so argparse reports it on one line. They
+live here, below every command (with :func:`usable_cpus`, which both wings' thread and job counts read), so that the
+synthetic and the real-data commands share them, with :func:`add_output_flags`, the output flags every command that
+writes runs takes, and :func:`add_dtype_flag`.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Sequence
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use (a container's, a taskset's), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def count(text: str) -> int:

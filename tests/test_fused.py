@@ -118,7 +118,8 @@ def test_peak_memory_does_not_grow_with_steps():
         tracemalloc.stop()
         return top
 
-    small, large = peak(300_000), peak(3_000_000)
+    # both past the largest automatic window (WINDOW_MAX steps, ~4 M): from there on, nothing grows with T
+    small, large = peak(6_000_000), peak(30_000_000)
     assert large < 1.2 * small + 100_000, (small, large)
 
 
@@ -191,3 +192,34 @@ def test_the_lane_kernel_is_bit_identical_to_the_single_run_kernel(dtype, n_prob
     for (t1, x1, r1), (t2, x2, r2) in zip(single_log, lanes_log, strict=True):
         assert np.array_equal(t1, t2) and np.array_equal(x1, x2) and np.array_equal(r1, r2)
     assert len(set(single.x.tolist())) > 20  # the runs differ: a mix-up of rows would show
+
+
+def test_threads_and_windows_are_chosen_from_the_work_and_change_no_number(tmp_path, read_summary, read_scalars):
+    """One run gets one thread (a run is sequential), many get the CPUs this process may use; the automatic window
+    keeps a call near WINDOW_RUN_STEPS run-steps within its bounds; --threads 1 and the default write the same."""
+    import numba
+
+    from amsgrad_repro.cli import main
+    from amsgrad_repro.synthetic import fused
+    from amsgrad_repro.values import usable_cpus
+
+    cpus = min(usable_cpus(), numba.get_num_threads())
+    assert fused.thread_count(1) == 1 and fused.thread_count(100) == cpus and fused.thread_count(100, 1) == 1
+    assert fused.auto_window(1, 1, 1000) == fused.WINDOW_MAX
+    assert fused.auto_window(2048, 1, 1000) == fused.WINDOW_MIN
+    assert fused.auto_window(2, 1, 1) == fused.WINDOW_POINTS  # log_every=1: at most 65,536 snapshots a window
+    assert fused.auto_window(1, 64, 1000) == fused.WINDOW_COEFS // 64
+    argv = ["stochastic", "--steps", "20000", "--log-every", "1000", "--seed", "0", "1", "--logdir", str(tmp_path)]
+    assert main([*argv, "--run-name", "auto", "--no-progress"]) == 0
+    assert main([*argv, "--run-name", "one", "--threads", "1", "--no-progress"]) == 0
+    a, b = read_summary(tmp_path / "stochastic/auto"), read_summary(tmp_path / "stochastic/one")
+    assert b["config"]["threads"] == 1 and a["config"]["threads"] is None
+    assert [(r["final_x"], r["average_regret"]) for r in a["runs"]] == [
+        (r["final_x"], r["average_regret"]) for r in b["runs"]
+    ]
+    for r in a["runs"]:
+        assert read_scalars(tmp_path / "stochastic/auto" / r["name"]) == read_scalars(
+            tmp_path / "stochastic/one" / r["name"]
+        )
+    assert main([*argv, "--run-name", "many", "--threads", str(usable_cpus() + 1)]) == 2
+    assert not (tmp_path / "stochastic/many").exists()

@@ -195,6 +195,7 @@ def test_phase_ctrl_c_keeps_finished_cells(monkeypatch):
     import amsgrad_repro.synthetic.phase as phase
 
     monkeypatch.setattr(phase, "BATCH", 10)
+    monkeypatch.setattr("amsgrad_repro.synthetic.fused.WINDOW_MAX", 1 << 16)  # windows of 65,536 steps
     b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)  # 30 cells: batches of 10
     steps = 200_000  # four windows of 65,536 steps per batch: Ctrl-C lands inside the second batch
     bar = _InterruptInSecondBatch(10 * steps)
@@ -212,6 +213,7 @@ def test_phase_ctrl_c_records_where_the_cut_cells_stopped(monkeypatch):
     import amsgrad_repro.synthetic.phase as phase
 
     monkeypatch.setattr(phase, "BATCH", 10)
+    monkeypatch.setattr("amsgrad_repro.synthetic.fused.WINDOW_MAX", 1 << 16)  # windows of 65,536 steps
     b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)
     steps = 200_000
     grid = run_grid(ProblemConfig("online"), ["adam"], b1, b2, steps, bar=_InterruptInSecondBatch(10 * steps))

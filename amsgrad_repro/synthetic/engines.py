@@ -170,6 +170,7 @@ def run_fused_engine(cfg: Config, runs: list[Run], run_dir: Path, bar, ledger: L
                 dtype=cfg.problem.dtype,
                 gamma=cfg.gamma,
                 on_gamma=on_gamma,
+                threads=cfg.threads,
             )
             _close_all(writers, first_error=True)
         except BaseException:

@@ -39,6 +39,7 @@ from ..dashboards import write_layout, write_sessions
 from ..optimizers import KEYS, canonical, unused_overrides
 from ..report import check_runs, check_volume, fmt_duration, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
+from ..values import usable_cpus
 from .config import FIGURE1, GAMMA_CHARTS, OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
 from .functions import LinearFunctions, beta_condition
@@ -75,6 +76,11 @@ def validate(cfg: Config) -> tuple[LinearFunctions, list[Run], list[str]]:
             f"--probability must lie in [0, 1], got {cfg.problem.p}",
         ),
         (all("/" not in s for s in cfg.optimizers), "an optimizer spec cannot contain '/'"),
+        (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
+        (
+            cfg.threads is None or cfg.threads <= usable_cpus(),
+            f"--threads {cfg.threads} is more than the {usable_cpus()} CPU(s) this process may use",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -307,6 +313,7 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
             "seeds": None if cfg.seeds is None else list(cfg.seeds),
             "log_every": cfg.log_every,
             "gamma": cfg.gamma,
+            "threads": cfg.threads,
             "engine": engine,
             "ray": None if cluster is None else cluster.address,
             "ray_nodes": None if cluster is None else cluster.report(),

@@ -50,6 +50,7 @@ import numpy as np
 
 from ..optimizers import Choice, resolve
 from ..signals import defer_signals
+from ..values import usable_cpus
 from . import lanes
 from .arith import _as, _fma, _lerp
 from .functions import DTYPES, LinearFunctions
@@ -77,6 +78,17 @@ _OTHER_KINDS = {"sgd": K_SGD, "momentum": K_SGD, "nesterov": K_SGD, "adagrad": K
 #: Measured on the 2-core machine with ``bench --lane-runs N``, G run-steps/s lanes vs single-run: 8 runs 0.16-0.17
 #: vs 0.16-0.23, 16 runs 0.25 vs 0.13, 64 runs 1.07 vs 0.17, 2,048 runs 1.78 vs 0.17
 LANES_PER_THREAD = 8
+#: the automatic window (``window=None``): about this many run-steps per kernel call, so that a call lasts some
+#: 10-100 ms, within these bounds in steps. Each call is a parallel region whose threads must all be scheduled
+#: before it ends: on a machine whose cores are taken by other work, every call waits for a time slice, so a
+#: paper-length run in 2^16-step windows (153 calls) took 2.4-2.9 s beside two busy processes against 1.5 s
+#: quiet; in a few large windows it waits a few times (issue 27)
+WINDOW_RUN_STEPS = 1 << 24
+WINDOW_MIN, WINDOW_MAX = 1 << 16, 1 << 22
+#: and at most this many slopes c_t in memory per window (8 bytes each, one row per problem), and this many
+#: snapshots per run per window
+WINDOW_COEFS = 1 << 22
+WINDOW_POINTS = 1 << 16
 _LRS = {"constant": 0, "sqrt": 1}
 _B1S = {"constant": 0, "exp": 1, "inverse": 2}
 
@@ -306,6 +318,26 @@ def _window(
         dprev[r], negs[r], gam[r] = dp, ng, gm
 
 
+def auto_window(runs: int, problems: int, log_every: int) -> int:
+    """Steps per kernel call when ``simulate`` is not told: :data:`WINDOW_RUN_STEPS` run-steps, within
+    [:data:`WINDOW_MIN`, :data:`WINDOW_MAX`] steps, at most :data:`WINDOW_COEFS` slopes and :data:`WINDOW_POINTS`
+    snapshots a run (never below one step). The window changes no number (tests/test_fused.py)."""
+    window = min(max(WINDOW_RUN_STEPS // max(runs, 1), WINDOW_MIN), WINDOW_MAX)
+    return max(1, min(window, WINDOW_COEFS // max(problems, 1), WINDOW_POINTS * log_every))
+
+
+def thread_count(units: int, threads: int | None = None) -> int:
+    """Threads for a kernel call with ``units`` independent pieces of work (runs of the single-run kernel, blocks
+    of the lane kernel): ``threads`` if given (within numba's limit, ``NUMBA_NUM_THREADS``), else the CPUs this
+    process may use (a taskset's, a container's) within numba's current setting, and never more than there are
+    pieces: one run is
+    sequential, and a thread with nothing to do still has to be scheduled at every call."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    # unasked, also within what the caller set (a Ray task that asked for one CPU sets one thread)
+    wanted = min(usable_cpus(), numba.get_num_threads()) if threads is None else min(threads, limit)
+    return max(1, min(wanted, units))
+
+
 def lanes_take(n: int) -> bool:
     """Whether ``n`` Adam-family runs with constant β's go to the lane kernel by default."""
     return n >= LANES_PER_THREAD * numba.get_num_threads()
@@ -343,11 +375,12 @@ def simulate(
     log_every: int = 1000,
     on_log: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
     on_window: Callable[[int], None] | None = None,
-    window: int = 1 << 16,
+    window: int | None = None,
     dtype: str = "float32",
     simd: bool | None = None,
     gamma: bool = False,
     on_gamma: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    threads: int | None = None,
 ) -> FusedResult:
     """Run every run for ``steps`` steps; x starts at each problem's x0.
 
@@ -359,7 +392,7 @@ def simulate(
         on_log: called after each window as ``on_log(ts, x, average_regret)`` with the window's snapshot steps
             (k,) and the values (R, k).
         on_window: called after each window with the number of steps it advanced (for a progress bar).
-        window: steps per kernel call (memory is O(window · len(problems))).
+        window: steps per kernel call (memory is O(window · len(problems))); None: :func:`auto_window`.
         dtype: "float32" (torch's default, and the paper-era frameworks') or "float64": the dtype of x and of
             every optimizer state, as in a Trial whose problem was built with the same ``dtype``.
         simd: None (the default) gives the Adam-family runs with constant β's to the lane kernel (:mod:`.lanes`)
@@ -371,13 +404,15 @@ def simulate(
         on_gamma: with ``gamma``, called after ``on_log`` as ``on_gamma(ts, gamma, negative_fraction)`` (R, k):
             Γ_t at the snapshot steps (NaN at t = 1, where it is not defined) and the fraction of steps 2..t
             with Γ < 0.
+        threads: kernel threads; None: :func:`thread_count`'s choice (the CPUs this process may use, at most one
+            per run, or per block of lanes). The numbers do not depend on it.
 
     Ctrl-C or SIGTERM stops at the end of the current window (the compiled loop cannot stop inside one): the last
     completed step is reported through ``on_log`` if it was not a log point, and the result says
     ``interrupted=True``.
     """
-    if steps < 1 or log_every < 1 or window < 1:
-        raise ValueError("steps, log_every and window must be >= 1")
+    if steps < 1 or log_every < 1 or (window is not None and window < 1) or (threads is not None and threads < 1):
+        raise ValueError("steps, log_every, window and threads must be >= 1")
     if not runs:
         raise ValueError("no runs")
     if dtype not in DTYPES:
@@ -392,6 +427,21 @@ def simulate(
     encoded = [encode(run.choice) for run in runs]
     fp = np.stack([f for f, _ in encoded])
     ip = np.stack([i for _, i in encoded])
+    if window is None:
+        window = auto_window(n_runs, len(problems), log_every)
+    # threads: as many as the CPUs allow, not more than the runs (a lane block holds at least VECTOR of them)
+    before = numba.get_num_threads()
+    numba.set_num_threads(thread_count(n_runs, threads))
+    try:
+        return _simulate(problems, runs, steps, log_every, on_log, on_window, window, state_dtype, simd, gamma,
+                         on_gamma, fp, ip, chosen, problem_of, n_runs, dtype)  # fmt: skip
+    finally:
+        numba.set_num_threads(before)
+
+
+def _simulate(problems, runs, steps, log_every, on_log, on_window, window, state_dtype, simd, gamma, on_gamma, fp,
+              ip, chosen, problem_of, n_runs, dtype) -> FusedResult:  # fmt: skip
+    """:func:`simulate` once its arguments are checked and its threads set."""
     x0 = np.array([p.x0 for p in chosen], np.float64)
     lo = np.array([p.bounds.lo for p in chosen], np.float64)
     hi = np.array([p.bounds.hi for p in chosen], np.float64)
