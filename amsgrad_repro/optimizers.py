@@ -268,8 +268,10 @@ def _parse_value(key: str, text: str) -> object:
     return value
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """``"sgd,lr=0.1"`` → ``("sgd", {"lr": 0.1})``."""
+def parse_spec(spec: str, value: Callable[[str, str], object] | None = None) -> tuple[str, dict[str, object]]:
+    """``"sgd,lr=0.1"`` → ``("sgd", {"lr": 0.1})``. ``value(key, text)`` reads each option's value (default: the
+    zoo's typed keys, :data:`KEYS`; ``verdict`` passes its own for classes outside the zoo) and raises ValueError."""
+    read = _parse_value if value is None else value
     name, *options = spec.split(",")
     if not name:
         raise ValueError(f"optimizer spec {spec!r} has no name")
@@ -281,7 +283,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
         if key in parsed:
             raise ValueError(f"optimizer option {key!r} is given twice in {spec!r}")
         try:
-            parsed[key] = _parse_value(key, value)
+            parsed[key] = read(key, value)
         except ValueError as e:
             raise ValueError(f"{spec.split(',')[0]}: {e}") from None
     return name, parsed

@@ -186,34 +186,27 @@ def load(spec: str, extra: dict | None = None) -> Optimizer:
     return Optimizer(spec, "torch", cls, kwargs, default_betas is not None and "betas" not in kwargs, default_betas)
 
 
+def _foreign_value(key: str, text: str) -> object:
+    """An option of a class outside the zoo: ``true``/``false``, an int, or a finite float."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{key}={text!r} is not a number (or true/false)") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{key}={text!r}: hyperparameters must be finite")
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
 def _parse(spec: str) -> tuple[str, dict]:
-    """A zoo spec as the other commands read it; any other spec's options as numbers or ``true``/``false``."""
+    """A zoo spec as the other commands read it (:func:`~amsgrad_repro.optimizers.parse_spec`); any other spec's
+    options the same way, their values as numbers or ``true``/``false``."""
     name = spec.split(",")[0]
-    if ALIASES.get(name, name) in ZOO:
-        try:
-            return parse_spec(spec)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    options: dict = {}
-    for option in spec.split(",")[1:]:
-        key, sep, text = option.partition("=")
-        if not sep or not key or not text:
-            raise UsageError(f"optimizer option {option!r} in {spec!r} is not key=value")
-        if key in options:
-            raise UsageError(f"optimizer option {key!r} is given twice in {spec!r}")
-        if text.lower() in ("true", "false"):
-            options[key] = text.lower() == "true"
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            raise UsageError(f"{name}: {key}={text!r} is not a number (or true/false)") from None
-        if not np.isfinite(value):
-            raise UsageError(f"{name}: {key}={text!r}: hyperparameters must be finite")
-        options[key] = int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-    if not name:
-        raise UsageError(f"optimizer spec {spec!r} has no name")
-    return name, options
+    try:
+        return parse_spec(spec, None if ALIASES.get(name, name) in ZOO else _foreign_value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _resolve(spec: str, overrides: dict):
