@@ -21,7 +21,8 @@ and prints steps per second for each and the ratio fused / Trial. Then:
    across runs) and through the single-run kernel: run-steps per second of each and their ratio;
 5. a paper-length ``python -m amsgrad_repro online`` (10 M steps, warm kernel cache, a fresh process) against
    ``python -c "import torch"``, alternated ``--startup-repeats`` times: the medians and their ratio (the fused
-   path imports no torch, so it can finish first).
+   path imports no torch, so it can finish first); with ``--busy``, the same two again beside two busy
+   processes, and the busy / quiet ratios.
 
 With ``--memory`` it also runs the whole
 CLI (both optimizers, TensorBoard writing) at 1 M and 10 M steps in child processes and prints each one's
@@ -54,6 +55,7 @@ Ray, the round trip of one empty task waited for on its own, and the driver's co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -136,6 +138,23 @@ def time_startup(repeats: int) -> tuple[float, float, float]:
             gamma.append(wall([*cmd, "--run-name", f"g{k}", "--gamma"], logdir))
             torch_.append(wall(["-c", "import torch"], logdir))
     return statistics.median(online), statistics.median(gamma), statistics.median(torch_)
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """``n`` processes spinning on a core each (as ``python3 -c "while True: pass"``), killed when the block ends,
+    however it ends: the load a shared machine or a CI runner puts beside a run. Each also stops by itself when
+    its parent is gone (killed outright, where no ``finally`` runs), so none outlives bench."""
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
+    try:
+        time.sleep(1.0)  # let them take their cores
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
@@ -343,6 +362,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=3,
         help="paper-length `online` and `python -c 'import torch'` are each timed this many times (medians)",
     )
+    p.add_argument(
+        "--busy",
+        action="store_true",
+        help="also time the paper-length `online` and `import torch` beside two busy processes (`python3 -c "
+        "'while True: pass'` twice, killed after) and print busy / quiet ratios (issue 27)",
+    )
     p.add_argument("--memory", action="store_true", help="also time full CLI runs at 1 M and 10 M steps (peak RSS)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON too")
     p.add_argument(
@@ -492,7 +517,18 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
         f"ratio online / import torch: {online_s / torch_s:.2f}"
     )
     print(f"paper length with --gamma (Γ_t logged): {gamma_s:.2f} s; ratio with / without: {gamma_s / online_s:.2f}")
+    busy = {}
+    if args.busy:
+        with busy_processes(2):
+            busy_online, _, busy_torch = time_startup(args.startup_repeats)
+        busy = {"online_busy_wall_s": busy_online, "import_torch_busy_wall_s": busy_torch}
+        print(
+            f"beside two busy processes: online {busy_online:.2f} s (busy / quiet {busy_online / online_s:.2f}, "
+            f"target ≤ 1.5), import torch {busy_torch:.2f} s (busy / quiet {busy_torch / torch_s:.2f}); "
+            f"ratio online / import torch, busy: {busy_online / busy_torch:.2f}"
+        )
     out = {
+        **busy,
         "lanes_run_steps_per_s": lane_rate,
         "single_run_kernel_run_steps_per_s": single_rate,
         "online_wall_s": online_s,

@@ -7,7 +7,7 @@ from amsgrad_repro.cli import main
 
 def test_bench_prints_rates_and_ratio(capsys):
     argv = ["bench", "--trial-steps", "300", "--fused-steps", "20000", "--runs", "3", "--json", "--models"]
-    argv += ["--lane-runs", "40", "--lane-steps", "5000", "--startup-repeats", "1"]
+    argv += ["--lane-runs", "40", "--lane-steps", "5000", "--startup-repeats", "1", "--busy"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Trial (torchbearer)" in out and "fused, 1 run" in out and "fused, 3 runs at once" in out
@@ -16,7 +16,8 @@ def test_bench_prints_rates_and_ratio(capsys):
     lanes = re.search(r"40 Adam/AMSGrad runs × 5,000 steps: SIMD lanes .*; ratio lanes / single-run: ([\d.]+)×", out)
     startup = re.search(r"paper length: .* \(medians of 1\); ratio online / import torch: ([\d.]+)$", out, re.M)
     gamma = re.search(r"paper length with --gamma \(Γ_t logged\): [\d.]+ s; ratio with / without: ([\d.]+)$", out, re.M)
-    assert lanes is not None and startup is not None and gamma is not None, out
+    busy = re.search(r"beside two busy processes: online [\d.]+ s \(busy / quiet ([\d.]+), target", out)
+    assert lanes is not None and startup is not None and gamma is not None and busy is not None, out
     assert float(lanes.group(1)) > 0 and float(startup.group(1)) > 0
 
 
