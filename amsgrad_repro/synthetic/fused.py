@@ -218,7 +218,8 @@ def _window(
                 else:
                     d = g
                 xr = _fma(_as(-a, xr), d, xr)  # param.add_(d, alpha=−lr)
-                dd = 1.0 / a  # √V_t = 1
+                if track:
+                    dd = 1.0 / a  # √V_t = 1
             elif kind == K_ADAGRAD:
                 vr = _fma(g, g, vr)  # s ← s + g² (addcmul_ value=1)
                 xr = xr + _as(_as(-a, xr) * g, xr) / _as(_as(np.sqrt(vr), xr) + epsf, xr)
@@ -234,7 +235,8 @@ def _window(
                 vr = max(_as(vr * b2f, xr), _as(abs(g) + epsf, xr))
                 clr = a / (1.0 - b1**tf)
                 xr = xr + _as(_as(-clr, xr) * mr, xr) / vr
-                dd = np.float64(vr) / a  # u_t is √V_t (ε inside)
+                if track:
+                    dd = np.float64(vr) / a  # u_t is √V_t (ε inside)
             elif kind == K_NADAM:
                 bc2 = 1.0 - b2**tf
                 mu = b1 * (1.0 - 0.5 * (0.96 ** (tf * psi)))
@@ -330,8 +332,7 @@ def thread_count(units: int, threads: int | None = None) -> int:
     """Threads for a kernel call with ``units`` independent pieces of work (runs of the single-run kernel, blocks
     of the lane kernel): ``threads`` if given (within numba's limit, ``NUMBA_NUM_THREADS``), else the CPUs this
     process may use (a taskset's, a container's) within numba's current setting, and never more than there are
-    pieces: one run is
-    sequential, and a thread with nothing to do still has to be scheduled at every call."""
+    pieces: one run is sequential, and a thread with nothing to do still has to be scheduled at every call."""
     limit = numba.config.NUMBA_NUM_THREADS
     # unasked, also within what the caller set (a Ray task that asked for one CPU sets one thread)
     wanted = min(usable_cpus(), numba.get_num_threads()) if threads is None else min(threads, limit)
@@ -429,7 +430,7 @@ def simulate(
     ip = np.stack([i for _, i in encoded])
     if window is None:
         window = auto_window(n_runs, len(problems), log_every)
-    # threads: as many as the CPUs allow, not more than the runs (a lane block holds at least VECTOR of them)
+    # threads: as many as the CPUs allow, not more than the runs (numba's setting is per thread: restored after)
     before = numba.get_num_threads()
     numba.set_num_threads(thread_count(n_runs, threads))
     try:
