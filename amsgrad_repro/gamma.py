@@ -34,7 +34,8 @@ What √V_t/α_t is here, per optimizer (the choices the paper leaves open, name
   √(v_t / b2_t) + ε over α (its μ-weighted mix of m_t and g_t is the direction); SGD with or without momentum:
   √V_t = 1, so Γ = 1/α_{t+1} − 1/α_t (0 for a constant step size);
 - any other optimizer (Adadelta, RAdam's rectification, Rprop, Lion's sign, third-party classes): Γ is not
-  defined here (:func:`why_undefined` says so), rather than guessed.
+  defined here (:func:`why_undefined` says so), rather than guessed. A subclass of one of the classes above is
+  read as that class (its state keys and group options are assumed to mean the same).
 
 The arithmetic is float64 numpy on the state's values (``sqrt`` correctly rounded), the same expression in the
 same order as the fused engine's kernels, so both engines log the same Γ bit for bit.
