@@ -576,3 +576,41 @@ def test_bad_weight_decay_is_one_line_and_nothing_written(tmp_path, capsys, argv
     assert main(["mlp", *argv, "--iterations", "2", "--logdir", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1 and not any(tmp_path.iterdir())
+
+
+def test_workers_report_iterations_as_they_go_and_the_bar_adds_up():
+    """--jobs > 1: each worker reports its run's iterations through the pool while it trains (every
+    min(log_every, 100) iterations), all of them before its result, and the driver's bar ends at the total with
+    nothing counted twice (issue 27: the bar sat at 0 until a run ended)."""
+    from amsgrad_repro.pool import Pool
+    from amsgrad_repro.realdata.config import RealConfig, plan
+    from amsgrad_repro.realdata.engines import remote_task, run_in_pool
+
+    cfg = RealConfig(model="mlp", optimizers=("adam", "sgd"), iterations=120, log_every=20, eval_every=120).resolved()
+    runs = plan(cfg)
+    data = embedded()
+    events = []
+    with Pool(2, shared=data, preload=["amsgrad_repro.realdata.engines"]) as pool:
+        jobs = [(run, (cfg, None, run, "cpu", 1)) for run in runs]
+        for run, result in pool.run(remote_task, jobs, lambda name, n: events.append(("progress", name, n))):
+            events.append(("result", run.name, result["fields"]["iterations_done"]))
+    for run in runs:
+        mine = [e for e in events if e[1] == run.name]
+        assert mine[-1] == ("result", run.name, 120)
+        assert [e[2] for e in mine[:-1]] == [20] * 6  # six reports of 20 iterations, all before the result
+
+    class Bar:
+        total = 0
+
+        def update(self, n):
+            Bar.total += n
+
+    class Ledger:
+        def update(self, *args, **kwargs):
+            pass
+
+    import tempfile
+
+    with Pool(2, shared=data, preload=["amsgrad_repro.realdata.engines"]) as pool, tempfile.TemporaryDirectory() as d:
+        run_in_pool(pool, cfg, runs, Path(d), "cpu", Bar(), Ledger())
+    assert Bar.total == 2 * 120

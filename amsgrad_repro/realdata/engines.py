@@ -114,11 +114,14 @@ def remote_task(cfg: RealConfig, data: DataSet | None, run: RealRun, device: str
     """A Ray task or a pool worker's: :func:`train_one`'s run, with ``threads`` torch threads (what it asked for).
     ``data`` None: the pool's shared data set (:func:`amsgrad_repro.pool.shared`). Returns the scalars its logger
     would have written and its ledger fields; an error propagates (the driver fails this run)."""
+    from ..callbacks import Progress
     from ..events import ScalarRecord
     from ..pool import shared
     from .trial import RunLogger
 
     data = shared() if data is None else data
+    # in a pool worker the bar is the driver's: iterations go to it through the pool as they are done
+    progress = Progress(_Reported(run.name), every=min(cfg.log_every, 100))
 
     torch.set_num_threads(threads)
     record = ScalarRecord()
@@ -128,7 +131,7 @@ def remote_task(cfg: RealConfig, data: DataSet | None, run: RealRun, device: str
     try:
         with torch.random.fork_rng(devices=[] if device == "cpu" else None):
             torch.manual_seed(run.seed)
-            _trial(cfg, data, run, device, logger).run()
+            _trial(cfg, data, run, device, logger, [progress]).run()
     except KeyboardInterrupt:  # a pool worker asked to stop: return what the run has, as train_one keeps it
         interrupted = True
         logger.write_last()
@@ -136,6 +139,19 @@ def remote_task(cfg: RealConfig, data: DataSet | None, run: RealRun, device: str
     fields = _numbers(logger)
     return {"scalars": record.scalars, "fields": fields, "seconds": time.perf_counter() - start,
             "interrupted": interrupted}  # fmt: skip
+
+
+class _Reported:
+    """The bar a run in a pool worker moves: each update goes to the driver's (:func:`amsgrad_repro.pool.report`;
+    on Ray, nothing)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def update(self, n: int) -> None:
+        from ..pool import report
+
+        report(self.key, n)
 
 
 def run_on_ray(cluster: Cluster, cfg: RealConfig, data: DataSet, runs: list[RealRun], run_dir: Path, device: str, bar,
@@ -154,12 +170,20 @@ def run_in_pool(pool: Pool, cfg: RealConfig, runs: list[RealRun], run_dir: Path,
     """Every run as a task of ``pool``'s worker processes (``--jobs`` at once, ``--threads`` torch threads each;
     the data set is already in every worker). Each run's events and ledger row are written when it returns."""
     jobs = [(run, (cfg, None, run, device, cfg.threads or 1)) for run in runs]
-    _collect(pool.run(remote_task, jobs), cfg, run_dir, bar, ledger)
+    reported: dict[str, int] = {}  # iterations each run's worker has reported (the bar has moved by them)
+
+    def on_progress(name: str, n: int) -> None:
+        reported[name] = reported.get(name, 0) + n
+        bar.update(n)
+
+    _collect(pool.run(remote_task, jobs, on_progress), cfg, run_dir, bar, ledger, reported)
 
 
-def _collect(results, cfg: RealConfig, run_dir: Path, bar, ledger: Ledger) -> None:
+def _collect(results, cfg: RealConfig, run_dir: Path, bar, ledger: Ledger, reported: dict | None = None) -> None:
     """The driver's side of remote runs: each result's events written and its ledger row recorded, whole or not
-    at all, as results arrive; a task that failed fails its run."""
+    at all, as results arrive; a task that failed fails its run. The bar moves by what each run did beyond what
+    its worker already ``reported``."""
+    reported = {} if reported is None else reported
     from ..events import ScalarRecord
 
     try:
@@ -173,9 +197,9 @@ def _collect(results, cfg: RealConfig, run_dir: Path, bar, ledger: Ledger) -> No
                         raise
                     status = "interrupted" if result.get("interrupted") else "complete"
                     ledger.update(run.name, status, **result["fields"], seconds=result["seconds"])
-                    bar.update(result["fields"]["iterations_done"])
+                    bar.update(max(0, result["fields"]["iterations_done"] - reported.get(run.name, 0)))
                 else:
                     ledger.update(run.name, "failed", error=result.error)
-                    bar.update(cfg.iterations)
+                    bar.update(max(0, cfg.iterations - reported.get(run.name, 0)))
     finally:
         results.close()
