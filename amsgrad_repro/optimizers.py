@@ -255,17 +255,20 @@ class Choice:
         return {"optimizer": self.name, **self.hp}
 
 
-def _parse_value(key: str, text: str) -> object:
-    kind = KEYS[key][0] if key in KEYS else float
-    if kind is str:
-        return text
+def finite_number(key: str, text: str, what: str = "a number") -> float:
+    """An option's value as a finite float; ValueError ``key='text' is not <what>`` otherwise."""
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{key}={text!r} is not a number") from None
+        raise ValueError(f"{key}={text!r} is not {what}") from None
     if not math.isfinite(value):
         raise ValueError(f"{key}={text!r}: hyperparameters must be finite")
     return value
+
+
+def _parse_value(key: str, text: str) -> object:
+    kind = KEYS[key][0] if key in KEYS else float
+    return text if kind is str else finite_number(key, text)
 
 
 def parse_spec(spec: str, value: Callable[[str, str], object] | None = None) -> tuple[str, dict[str, object]]:

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..optimizers import ALIASES, ZOO, parse_spec, resolve
+from ..optimizers import ALIASES, ZOO, finite_number, parse_spec, resolve
 from ..runs import UsageError
 from ..synthetic.config import ProblemConfig
 from .rule import RULE, Rule, judge, log_every_for, overall
@@ -190,12 +190,7 @@ def _foreign_value(key: str, text: str) -> object:
     """An option of a class outside the zoo: ``true``/``false``, an int, or a finite float."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{key}={text!r} is not a number (or true/false)") from None
-    if not np.isfinite(value):
-        raise ValueError(f"{key}={text!r}: hyperparameters must be finite")
+    value = finite_number(key, text, "a number (or true/false)")
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
