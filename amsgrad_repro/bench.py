@@ -40,11 +40,8 @@ shapes (the first without an input gradient, as in training), channels-last, as 
 iteration cannot go below on this machine's torch, printed as the ratio Trial / convolutions (issue 26 targets ≤
 1.3).
 
-With ``--verdict STEPS`` it times ``verdict``'s battery (:mod:`amsgrad_repro.verdict`) at STEPS steps a run:
-``torch.optim.Adam``'s through the torch engine, part by part (one part per β configuration, as ``--jobs``
-runs them), and ``adam``'s through the fused engine; the torch engine's cost per run-step against the Trial's
-(one run, the same optimizer); and the default battery's projected wall time (linear in the steps, its parts
-spread over this process's CPUs) against ``python -c "import torch"``: the ratio issue 23 targets at ≤ 40.
+With ``--verdict STEPS`` it times ``verdict``'s battery at STEPS steps a run (:mod:`amsgrad_repro.verdict.timing`
+says what, and against what floor).
 
 With ``--ray`` it measures what running on Ray adds (:mod:`amsgrad_repro.cluster`): the time to start (or join)
 Ray, the round trip of one empty task waited for on its own, and the driver's cost per task when
@@ -264,64 +261,6 @@ def _empty(k: int) -> int:
     return k
 
 
-def time_verdict(steps: int) -> dict:
-    """``verdict``'s engines at ``steps`` steps a run (see the module docstring); prints a table, returns numbers."""
-    import torch
-
-    from .pool import usable_cpus
-    from .verdict import Battery, load, plan, run_battery
-    from .verdict.battery import parts
-
-    battery = Battery(steps=steps)
-    spec = "torch.optim.Adam"
-    optimizer = load(spec)
-    runs = len(plan(battery, optimizer))
-    part_s = []
-    for part in parts(battery, optimizer):
-        start = time.perf_counter()
-        run_battery(spec, battery, configs=part)
-        part_s.append(time.perf_counter() - start)
-    run_battery("adam", Battery(steps=1000))  # the fused kernels' JIT or cache load, not timed
-    start = time.perf_counter()
-    run_battery("adam", Battery())
-    fused_s = time.perf_counter() - start
-    problem = _problem("online")
-    trial = time_trial_torch(problem, torch.optim.Adam, min(steps, 5000))
-    engine = sum(part_s) / (runs * steps)
-    cores = min(usable_cpus(), len(part_s))
-    projected = sum(part_s) * (Battery.steps / steps) / cores
-    import_torch = time_import_torch(3)
-    print(f"bench: verdict, {spec}'s battery ({runs} runs in {len(part_s)} parts) at {steps:,} steps a run")
-    print(f"  torch engine {engine * 1e6:.1f} µs a run-step; the Trial {trial * 1e6:.1f} µs a step (one run): "
-          f"ratio Trial / torch engine {trial / engine:.1f}×")  # fmt: skip
-    print(f"  default battery ({Battery.steps:,} steps): {spec} projected {projected:.0f} s on {cores} core(s) = "
-          f"{projected / import_torch:.0f}× `python -c \"import torch\"` ({import_torch:.2f} s); adam (fused) "
-          f"{fused_s:.1f} s")  # fmt: skip
-    return {"verdict_torch_s_per_run_step": engine, "verdict_trial_s_per_step": trial,
-            "verdict_default_projected_s": projected, "verdict_import_torch_s": import_torch,
-            "verdict_fused_default_s": fused_s}  # fmt: skip
-
-
-def time_trial_torch(problem, cls, steps: int) -> float:
-    """Seconds per step of a Trial running ``cls`` (lr 1e-3) on ``problem``, no logging."""
-    from .synthetic.trial import build_trial
-
-    trial = build_trial(problem, cls(problem.parameters(), lr=1e-3), steps)
-    start = time.perf_counter()
-    trial.run()
-    return (time.perf_counter() - start) / steps
-
-
-def time_import_torch(repeats: int) -> float:
-    """The median wall seconds of ``python -c "import torch"`` in a fresh process, ``repeats`` times."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def time_ray(flag: str, tasks: int) -> dict:
     """Start-up, one task's round trip (median of 20, one at a time), and the cost per task of ``tasks``
     empty tasks at once; prints them and returns them."""
@@ -418,6 +357,8 @@ def run(args: argparse.Namespace) -> int:
     if args.models:
         out |= _run_real(args)
     if args.verdict:
+        from .verdict.timing import time_verdict  # torch: imported when the battery is timed
+
         out |= time_verdict(args.verdict)
     if args.ray is not None:
         out |= time_ray(args.ray, args.ray_tasks)

@@ -104,6 +104,11 @@ class Case:
     seed: int | None
 
     @property
+    def setting(self) -> str:
+        """The optimizer settings it runs at (one param group of the torch engine): β configuration and lr."""
+        return f"{self.betas_name}/lr={'own' if self.lr is None else f'{self.lr:g}'}"
+
+    @property
     def name(self) -> str:
         lr = "own" if self.lr is None else f"{self.lr:g}"
         seed = "" if self.seed is None else f"/seed={self.seed}"
@@ -255,23 +260,35 @@ def plan(battery: Battery, optimizer: Optimizer) -> list[Case]:
     return cases
 
 
-def parts(battery: Battery, optimizer: Optimizer) -> list[tuple[str, ...] | None]:
-    """How an optimizer's battery is cut into tasks: one for a zoo name (the fused engine runs it all in
-    seconds), one per β configuration for the torch engine (its cost is per step and per setting, so two cores
-    take half the time each)."""
+def parts(battery: Battery, optimizer: Optimizer, count: int = 2) -> list[tuple[str, ...] | None]:
+    """How an optimizer's battery is cut into at most ``count`` tasks (one a core): one for a zoo name (the fused
+    engine runs it all in seconds); for the torch engine, its settings (a β configuration and an lr:
+    :attr:`Case.setting`) in ``count`` parts of as equal a number as can be. A step of the torch engine costs one
+    ``step()`` call, whose price is a fixed part plus one per param group (a setting), whatever the runs: so
+    the parts are balanced by settings, and fewer parts cost less in all (the fixed part is paid once a part).
+    The numbers do not depend on the cut: every layout is checked equal to one optimizer a run
+    (:func:`~amsgrad_repro.synthetic.torchloop.layout_for`)."""
     if optimizer.kind == "fused":
         return [None]
-    return [(name,) for name in dict.fromkeys(c.betas_name for c in plan(battery, optimizer))]
+    settings = list(dict.fromkeys(c.setting for c in plan(battery, optimizer)))
+    count = max(1, min(count, len(settings)))
+    size, extra = divmod(len(settings), count)
+    out, start = [], 0
+    for k in range(count):
+        end = start + size + (k < extra)
+        out.append(tuple(settings[start:end]))
+        start = end
+    return out
 
 
 def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: dict | None = None,
-                configs: tuple[str, ...] | None = None) -> dict:  # fmt: skip
-    """Put ``spec`` through ``battery`` (only the β ``configs`` named, if given: a part of it, :func:`parts`):
+                settings: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+    """Put ``spec`` through ``battery`` (only the ``settings`` named, if given: a part of it, :func:`parts`):
     every case's logged points and verdict, and each problem's. A pure function of its arguments (the same
     numbers in this process, a ``--jobs`` worker or a Ray task). ``stop()`` is asked between windows (the torch
     engine; the fused one stops on a signal itself)."""
     optimizer = load(spec, extra)
-    cases = [c for c in plan(battery, optimizer) if configs is None or c.betas_name in configs]
+    cases = [c for c in plan(battery, optimizer) if settings is None or c.setting in settings]
     log_every = log_every_for(battery.steps)
     start = time.perf_counter()
     if optimizer.kind == "fused":

@@ -89,11 +89,11 @@ def battery_from_args(args: argparse.Namespace) -> Battery:
     return Battery(args.steps, tuple(lrs), tuple(range(args.seeds)), tuple(dict.fromkeys(args.problems)), args.dtype)
 
 
-def task(spec: str, battery: Battery, configs: tuple[str, ...] | None) -> dict:
+def task(spec: str, battery: Battery, settings: tuple[str, ...] | None) -> dict:
     """A part of one optimizer's battery (:func:`~.battery.parts`), in a ``--jobs`` worker or a Ray task: a signal
     stops it at the next window and it returns what it has (the runs then are ``interrupted``)."""
     with defer_signals() as held:
-        return run_battery(spec, battery, stop=lambda: held.hit, configs=configs)
+        return run_battery(spec, battery, stop=lambda: held.hit, settings=settings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,13 +107,14 @@ def run(args: argparse.Namespace) -> int:
     check_runs(runs, args.allow_large)  # the same limits as every command (docs/runs.md, "Size limits")
     with contextlib.ExitStack() as stack:
         cluster = None if args.ray is None else stack.enter_context(connect(args.ray, args.ray_timeout))
-        tasks = sum(len(parts(battery, o)) for o in loaded)
+        cores = cluster.cpus() if cluster is not None else (args.jobs or usable_cpus())  # parts per optimizer
+        tasks = sum(len(parts(battery, o, cores)) for o in loaded)
         jobs = 1 if cluster is not None else max(1, min(args.jobs or usable_cpus(), tasks))
         pool = stack.enter_context(Pool(jobs, preload=["torch"])) if jobs > 1 else None
-        return _run(args, battery, specs, loaded, cluster, pool)
+        return _run(args, battery, specs, loaded, cluster, pool, cores)
 
 
-def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
+def _run(args, battery: Battery, specs, loaded, cluster, pool, cores: int) -> int:
     from ..dashboards import write_layout  # TensorBoard's protos: imported when a verdict runs, not for --help
 
     ledger = Ledger({"name": s, "engine": o.kind} for s, o in zip(specs, loaded, strict=True))
@@ -135,7 +136,9 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
                   for what, tag in (("x_t", "x"), ("R_t / t", "average_regret"))]  # fmt: skip
         write_layout(run_dir.path, f"verdict: {run_dir.final.name}", charts)
         jobs = [
-            ((s, part), (s, battery, part)) for s, o in zip(specs, loaded, strict=True) for part in parts(battery, o)
+            ((s, part), (s, battery, part))
+            for s, o in zip(specs, loaded, strict=True)
+            for part in parts(battery, o, cores)
         ]
         expected = {s: sum(key[0] == s for key, _ in jobs) for s in specs}
         if cluster is not None:
@@ -189,7 +192,7 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool) -> int:
 def _in_process(jobs):
     for key, (spec, battery, part) in jobs:
         with defer_signals() as held:
-            result = run_battery(spec, battery, stop=lambda held=held: held.hit, configs=part)
+            result = run_battery(spec, battery, stop=lambda held=held: held.hit, settings=part)
         yield key, result
         if held.hit or result["interrupted"]:  # the fused kernel takes the signal itself and says so
             raise KeyboardInterrupt
