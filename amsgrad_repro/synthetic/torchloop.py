@@ -95,13 +95,24 @@ class _Lanes:
             else:
                 specs.append([{"params": new, **settings}])
         if layout == "optimizers":
-            self.optimizers = [cls(spec, **kwargs) for spec in specs]
+            self.optimizers = [build(cls, spec, kwargs) for spec in specs]
         else:  # every group in one optimizer: one step() call a step
-            self.optimizers = [cls([group for spec in specs for group in spec], **kwargs)]
+            self.optimizers = [build(cls, [group for spec in specs for group in spec], kwargs)]
         self.lo = [torch.tensor([runs[i].problem.bounds.lo for i in c], dtype=dtype) for c in self.order]
         self.hi = [torch.tensor([runs[i].problem.bounds.hi for i in c], dtype=dtype) for c in self.order]
         if layout != "vector":
             self.lo, self.hi = [t[0] for t in self.lo], [t[0] for t in self.hi]
+
+
+def build(cls: type[torch.optim.Optimizer], params, kwargs: dict) -> torch.optim.Optimizer:
+    """``cls(params, **kwargs)``, put in training mode if it has one: an optimizer with a ``train()`` method
+    (Schedule-Free's convention: ``optimizer.train()`` before training, ``.eval()`` to evaluate) is asked for
+    it once, so the point it plays, and the battery measures, is its training iterate."""
+    optimizer = cls(params, **kwargs)
+    train = getattr(optimizer, "train", None)
+    if callable(train):
+        train()
+    return optimizer
 
 
 def simulate_torch(

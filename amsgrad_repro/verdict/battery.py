@@ -220,9 +220,11 @@ def _dry_step(spec: str, cls: type, kwargs: dict) -> None:
     """Build the optimizer on one 0-d parameter and take a step with gradient 1, as the battery will."""
     import torch
 
+    from ..synthetic.torchloop import build
+
     param = torch.nn.Parameter(torch.zeros(()))
     try:
-        opt = cls([param], **({"lr": 1e-3} | kwargs))
+        opt = build(cls, [param], {"lr": 1e-3} | kwargs)
     except Exception as e:
         raise UsageError(f"{spec}: cannot be built: {type(e).__name__}: {e}") from None
     param.grad = torch.ones(())
