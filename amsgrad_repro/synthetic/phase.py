@@ -11,7 +11,10 @@ The paper's counterexamples fix (β1, β2) first and then pick a problem; Zhang 
 every cell a fused-engine run, and writes for each optimizer a heat map of the final x and of R_T/T, with the
 curve β1 = √β2 (Theorems 2-4 assume β1 < √β2, below it) and the paper's (0.9, 0.99) marked. With ``--gamma``, a
 third map beside them: the fraction of steps where Γ_t < 0 (the effective step size grew; docs/gamma.md), so the
-cells where Adam fails can be compared with the cells where its step size keeps growing.
+cells where Adam fails can be compared with the cells where its step size keeps growing. With ``--verdict``, every
+cell is judged by ``verdict``'s rule (:mod:`.rule`: its time-averaged iterate at T/2 and T, from ~400 logged
+points) and the maps draw the verdict's boundary around the cells that ``fail``; with ``--preset theorem1``
+Theorem 1's cell (β1 = 0, β2 = 1/(1+C²)) is marked. The maps are drawn by :mod:`.phase_map`.
 
 β1 is spaced evenly on [LO, HI]; β2 is spaced evenly in log(1 − β2), so 0.9, 0.99, 0.999 are equally far
 apart. Output, in ``<logdir>/phase/<setting>/<run-name>/``: ``phase.csv`` (one row per cell), ``phase.json``
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,6 +46,8 @@ from ..signals import defer_signals, exit_code
 from ..values import add_dtype_flag, add_output_flags, count
 from .config import ProblemConfig
 from .functions import PRESETS
+from .phase_map import heat_map_figure, map_names
+from .rule import VERDICTS, judge, log_every_for
 
 #: cells per fused call: enough to fill the lane kernel's blocks on every core (:mod:`.lanes`); a signal loses
 #: nothing by it (the cells of a cut batch are kept with the step they reached)
@@ -88,6 +94,8 @@ class Grid:
     lost: Exception | None = None
     #: with ``gamma``: the fraction of steps 2..T with Γ_t < 0 per finished cell (NaN elsewhere); else None
     negative: np.ndarray | None = None
+    #: with ``verdict``: each finished cell's verdict, an index into :data:`~.rule.VERDICTS` (NaN elsewhere)
+    verdict: np.ndarray | None = None
 
     def __iter__(self):
         return iter((self.final_x, self.regret, self.interrupted))
@@ -103,11 +111,14 @@ def run_grid(
     bar=None,
     cluster: Cluster | None = None,
     gamma: bool = False,
+    verdict: bool = False,
 ) -> Grid:
     """Every cell through the fused engine: in batches of :data:`BATCH` through :func:`simulate` in this process,
     or, with ``cluster``, as Ray tasks of :func:`~amsgrad_repro.synthetic.engines.ray_chunk` cells (one CPU
     each). A signal stops it with the finished cells kept (``interrupted``). With ``gamma``, each finished cell's
-    fraction of steps with Γ_t < 0 too (:attr:`Grid.negative`)."""
+    fraction of steps with Γ_t < 0 too (:attr:`Grid.negative`); with ``verdict``, its verdict
+    (:attr:`Grid.verdict`: the x_t logged every :func:`~.rule.log_every_for` steps, judged by :func:`~.rule.judge`;
+    the logging does not change a cell's numbers)."""
     from .fused import FusedRun, simulate  # imported where used: building the CLI's parser loads no kernel
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k not in ("beta1", "beta2")}
@@ -115,23 +126,26 @@ def run_grid(
     cells = _Cells(shape)  # (k, i, j) made a batch at a time: a list of 10⁸ tuples would be 8 GB
     grid = Grid(np.full(shape, np.nan), np.full(shape, np.nan), steps_done=np.zeros(shape, np.int64),
                 stopped_x=np.full(shape, np.nan), stopped_regret=np.full(shape, np.nan),
-                negative=np.full(shape, np.nan) if gamma else None)  # fmt: skip
+                negative=np.full(shape, np.nan) if gamma else None,
+                verdict=np.full(shape, np.nan) if verdict else None)  # fmt: skip
+    log_every = log_every_for(steps) if verdict else steps
 
     def choice(k: int, i: int, j: int):
         return resolve(specs[k], overrides | {"beta1": float(beta1s[i]), "beta2": float(beta2s[j])})
 
     try:
         if cluster is not None:
-            _run_grid_on_ray(cluster, problem_cfg, cells, choice, steps, bar, grid, gamma)
+            _run_grid_on_ray(cluster, problem_cfg, cells, choice, steps, bar, grid, gamma, log_every)
             return grid
         problem = problem_cfg.functions()
         for start in range(0, len(cells), BATCH):
             batch = cells[start : start + BATCH]
             runs = [FusedRun(choice(k, i, j)) for k, i, j in batch]
             on_window = None if bar is None else _advance(bar, len(runs))
-            result = simulate(
-                [problem], runs, steps, log_every=steps, on_window=on_window, dtype=problem.dtype, gamma=gamma
-            )
+            logged: list = []
+            on_log = functools.partial(_keep_log, logged) if verdict else None
+            result = simulate([problem], runs, steps, log_every=log_every, on_window=on_window, on_log=on_log,
+                              dtype=problem.dtype, gamma=gamma)  # fmt: skip
             if result.interrupted:  # Ctrl-C inside the batch: its cells stop part-way, and say where
                 for (k, i, j), x, r in zip(batch, result.x, result.average_regret, strict=True):
                     grid.stopped_x[k, i, j], grid.stopped_regret[k, i, j] = x, r
@@ -144,6 +158,10 @@ def run_grid(
             if gamma:
                 for (k, i, j), f in zip(batch, result.gamma_negative_steps, strict=True):
                     grid.negative[k, i, j] = f
+            if verdict:
+                ts = np.concatenate([t for t, _, _ in logged])
+                xs, rs = (np.concatenate([entry[n] for entry in logged], axis=1) for n in (1, 2))
+                _judge(grid, batch, ts, xs, rs, problem, steps)
             if result.stop_requested:  # Ctrl-C in the batch's last window: keep it, start no other
                 grid.interrupted = True
                 break
@@ -169,16 +187,29 @@ class _Cells:
         return [(c // (n1 * n2), c // n2 % n1, c % n2) for c in range(len(self))[index]]
 
 
+def _keep_log(logged: list, t, x, r) -> None:
+    """simulate's on_log: a copy of the logged steps, x_t (as float64) and R_t/t."""
+    logged.append((t.copy(), x.astype(np.float64), r.copy()))
+
+
+def _judge(grid: Grid, cells, ts, xs, rs, problem, steps: int) -> None:
+    """Each cell's verdict from its logged x_t and R_t/t (rows of ``xs``, ``rs`` in ``cells``' order)."""
+    lo, hi = problem.bounds.lo, problem.bounds.hi
+    for cell, x, r in zip(cells, xs, rs, strict=True):
+        grid.verdict[cell] = VERDICTS.index(judge(ts, x, r, problem.x_star, lo, hi, steps).verdict)
+
+
 def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice, steps: int, bar, grid: Grid,
-                     gamma: bool = False) -> None:  # fmt: skip
+                     gamma: bool = False, log_every: int | None = None) -> None:  # fmt: skip
     from .engines import fused_task, ray_chunk
 
-    size = ray_chunk(len(cells), cluster.cpus(), steps)
+    log_every = log_every or steps
+    size = ray_chunk(len(cells), cluster.cpus(), steps, -(-steps // log_every) + 1)
     jobs = []
     for start in range(0, len(cells), size):
         chunk = cells[start : start + size]
         runs = [(choice(*cell), 0) for cell in chunk]
-        jobs.append((chunk, ([problem_cfg], runs, steps, steps, problem_cfg.dtype, gamma)))
+        jobs.append((chunk, ([problem_cfg], runs, steps, log_every, problem_cfg.dtype, gamma)))
     results = cluster.run(fused_task, jobs, num_cpus=1)
     try:
         for chunk, result in results:
@@ -190,6 +221,10 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
                     if gamma:
                         for (k, i, j), f in zip(chunk, result["final_negative"], strict=True):
                             grid.negative[k, i, j] = f
+                    if grid.verdict is not None:
+                        series = result["series"]
+                        problem = problem_cfg.functions()
+                        _judge(grid, chunk, result["ts"], series["x"], series["average_regret"], problem, steps)
                 else:
                     grid.failed += [(cell, result.error) for cell in chunk]
                 if bar is not None:
@@ -201,56 +236,6 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
 def _advance(bar, runs: int):
     """on_window callback: a window of n steps advances the bar by n × runs run-steps."""
     return lambda n: bar.update(n * runs)
-
-
-def _edges_linear(values: np.ndarray) -> np.ndarray:
-    if len(values) == 1:
-        return np.array([values[0] - 0.5, values[0] + 0.5])
-    mid = (values[1:] + values[:-1]) / 2
-    return np.concatenate([[2 * values[0] - mid[0]], mid, [2 * values[-1] - mid[-1]]])
-
-
-def heat_map_figure(spec: str, beta1s, beta2s, final_x, regret, title: str, negative=None):
-    """Two panels (final x, R_T/T) over (1 − β2 on a log axis, β1), with β1 = √β2 and (0.9, 0.99) marked; with
-    ``negative``, a third: the fraction of steps with Γ_t < 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import Normalize
-
-    u = 1.0 - beta2s  # x axis: 1 − β2, log scale, inverted so that β2 grows to the right
-    log_u = np.log10(u)
-    u_edges = 10 ** _edges_linear(log_u) if len(u) > 1 else np.array([u[0] * 2, u[0] / 2])
-    b1_edges = _edges_linear(beta1s)
-    panels = [
-        (final_x, "final x", "RdBu_r", Normalize(-1, 1)),
-        (regret, "R_T / T", "viridis", None),
-    ]
-    if negative is not None:
-        panels.append((negative, "steps with Γ_t < 0 (fraction)", "magma", Normalize(0, 1)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8))
-    for ax, (values, label, cmap, norm) in zip(axes, panels, strict=True):
-        mesh = ax.pcolormesh(u_edges, b1_edges, values, cmap=cmap, norm=norm, shading="flat")
-        fig.colorbar(mesh, ax=ax, label=label)
-        ax.set_xscale("log")
-        ax.set_xlim(u_edges.max(), u_edges.min())
-        ax.set_ylim(b1_edges.min(), b1_edges.max())
-        curve_u = np.geomspace(u_edges.min(), min(u_edges.max(), 1.0), 400)
-        ax.plot(curve_u, np.sqrt(1.0 - curve_u), "k--", linewidth=1.2, label="β1 = √β2")
-        ax.plot([0.01], [0.9], marker="*", markersize=14, color="gold", markeredgecolor="k", linestyle="none",
-                label="paper: (0.9, 0.99)")  # fmt: skip
-        ticks = [t for t in (0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999) if u_edges.min() <= 1 - t <= u_edges.max()]
-        ax.set_xticks([1 - t for t in ticks])
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("β2  (spaced by log(1 − β2))")
-        ax.set_ylabel("β1")
-        ax.set_title(f"{label}")
-        ax.legend(loc="lower left", fontsize=8, framealpha=0.8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -276,6 +261,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--gamma",
         action="store_true",
         help="a third map: the fraction of steps with Γ_t < 0, where the effective step size grew (docs/gamma.md)",
+    )
+    p.add_argument(
+        "--verdict",
+        action="store_true",
+        help="judge every cell by verdict's rule and draw its boundary on the maps (docs/verdict.md)",
     )
     p.add_argument("--logdir", default="logs", help="output goes to LOGDIR/phase/SETTING/RUN_NAME")
     p.add_argument("--run-name", default=None, help="output directory name (default: a timestamp)")
@@ -355,7 +345,7 @@ def _start_grid(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cell
         total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
     ) as bar:
         overrides = {"lr": args.lr, "eps": args.eps}
-        grid = run_grid(problem_cfg, specs, b1, b2, args.steps, overrides, bar, cluster, args.gamma)
+        grid = run_grid(problem_cfg, specs, b1, b2, args.steps, overrides, bar, cluster, args.gamma, args.verdict)
     return grid, start
 
 
@@ -387,6 +377,7 @@ def _keep(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int
         "cells_done": done,
         "cells_interrupted": stopped,
         "gamma": args.gamma,
+        "verdict": _verdict_meta(grid, specs) if grid.verdict is not None else None,
         "status": status,
         "interrupted": interrupted,
         "failed_cells": [
@@ -401,6 +392,18 @@ def _keep(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int
     }
     _write_outputs(run_dir.path, args, specs, b1, b2, grid, failed, problem.x_star, meta)
     return run_dir.release(keep=True)
+
+
+def _verdict_meta(grid: Grid, specs: list[str]) -> dict:
+    """phase.json's ``verdict``: the rule (where it is stated) and each optimizer's count of cells per verdict."""
+    import dataclasses
+
+    from .rule import RULE
+
+    counts = {
+        spec: {v: int((grid.verdict[k] == n).sum()) for n, v in enumerate(VERDICTS)} for k, spec in enumerate(specs)
+    }
+    return {"rule": dataclasses.asdict(RULE) | {"doc": "amsgrad_repro/synthetic/rule.py"}, "cells": counts}
 
 
 def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int, cluster: Cluster | None) -> int:
@@ -431,7 +434,11 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
         finished = final_x[k][np.isfinite(final_x[k])]
         if finished.size:
             fails = float(np.mean(finished > 0.5))
-            print(f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells")
+            line = f"  {spec}: final x > 0.5 (drifted to the wrong end) in {fails:.0%} of the finished cells"
+            if grid.verdict is not None:
+                codes = grid.verdict[k][np.isfinite(grid.verdict[k])]
+                line += "; verdict " + ", ".join(f"{v} {np.mean(codes == n):.0%}" for n, v in enumerate(VERDICTS))
+            print(line)
     cut = f", {stopped} stopped part-way (in phase.csv, not in the maps)" if stopped else ""
     verdict = f"interrupted: {done} of {cells} cells finished{cut}" if interrupted else f"{cells} cells ({status})"
     print(f"{verdict} in {elapsed:.1f} s; wrote {final}/phase.csv, phase.json and the heat maps")
@@ -440,18 +447,6 @@ def _run(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cells: int,
     if held.hit and not interrupted:
         print("  (the signal came while the outputs were being written: they were finished first, and are complete)")
     return _exit(grid)
-
-
-def map_names(specs: list[str]) -> list[str]:
-    """Each optimizer's heat-map file name without extension: ``phase_<spec>`` with ``,`` → ``_`` and ``=`` →
-    ``-`` (``phase_adam_lr-0.01``), and any other character a file name handles badly → ``-``; a name two specs
-    would share gets the spec's position appended, so no map ever overwrites another."""
-    names: list[str] = []
-    for k, spec in enumerate(specs):
-        safe = "".join(c if c.isalnum() or c in "-_.+" else "-" for c in spec.replace(",", "_").replace("=", "-"))
-        name = f"phase_{safe[:120]}"
-        names.append(f"{name}-{k}" if name in names else name)
-    return names
 
 
 def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_star: float, meta: dict) -> None:
@@ -464,8 +459,9 @@ def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_s
     with writing(out / "phase.csv"), atomic_file(out / "phase.csv", "w", newline="") as f:
         writer = csv.writer(f)
         gamma = grid.negative is not None
+        judged = grid.verdict is not None
         head = ["optimizer", "beta1", "beta2", "final_x", "average_regret", "status", "steps_done"]
-        writer.writerow(head + (["gamma_negative_steps"] if gamma else []))
+        writer.writerow(head + (["gamma_negative_steps"] if gamma else []) + (["verdict"] if judged else []))
         for k, spec in enumerate(specs):
             for i, beta1 in enumerate(b1):
                 for j, beta2 in enumerate(b2):
@@ -479,15 +475,20 @@ def _write_outputs(out: Path, args, specs, b1, b2, grid: Grid, failed: dict, x_s
                     more = []
                     if gamma:
                         more = [f"{grid.negative[cell]:.9g}" if np.isfinite(grid.negative[cell]) else ""]
+                    if judged:
+                        code = grid.verdict[cell]
+                        more.append(VERDICTS[int(code)] if np.isfinite(code) else "")
                     writer.writerow([spec, f"{beta1:.9g}", f"{beta2:.9g}", *row, status, steps, *more])
     vector = len(b1) * len(b2) <= MAX_SVG_CELLS
     if not vector:
         print(f"  {len(b1) * len(b2):,} cells per map: writing PNG only (SVG up to {MAX_SVG_CELLS:,} cells)")
+    theorem_cell = ProblemConfig(args.setting, args.preset, c=args.c).theorem_betas()
     maps = {}
     for k, (spec, name) in enumerate(zip(specs, map_names(specs), strict=True)):
         title = f"{spec} on {args.setting}/{args.preset}, {args.steps:,} steps, x* = {x_star:+g}"
         negative = None if grid.negative is None else grid.negative[k]
-        fig = heat_map_figure(spec, b1, b2, final_x[k], regret[k], title, negative)
+        verdict = None if grid.verdict is None else grid.verdict[k]
+        fig = heat_map_figure(spec, b1, b2, final_x[k], regret[k], title, negative, verdict, theorem_cell)
         files = [f"{name}.png", *([f"{name}.svg"] if vector else [])]  # not with_suffix: "lr-0.01" has a dot
         try:
             for file in files:

@@ -9,14 +9,15 @@ Usage::
     assert check(MyAMSGrad, problems=("online",))["online"] != "fails"   # a test in an optimizer library's CI
 
 The command is ``python -m amsgrad_repro verdict --optimizers SPEC…`` (:mod:`.command`); the battery, what it
-runs and how, is :mod:`.battery`; the rule that decides a verdict is :mod:`.rule`. docs/verdict.md has the table
-of verdicts for 40+ optimizers and the commands that made it.
+runs and how, is :mod:`.battery`; the rule that decides a verdict is :mod:`amsgrad_repro.synthetic.rule` (beside
+the problems: ``phase --verdict`` judges its cells by it too). docs/verdict.md has the table of verdicts for 40+
+optimizers and the command that made it.
 """
 
 from __future__ import annotations
 
+from ..synthetic.rule import RULE, VERDICTS, Rule, judge, overall
 from .battery import PROBLEMS, Battery, load, plan, run_battery
-from .rule import RULE, VERDICTS, Rule, judge, overall
 
 __all__ = [
     "PROBLEMS",
@@ -43,7 +44,8 @@ def check(
     dtype: str = "float32",
     **options: float,
 ) -> dict[str, str]:
-    """Each problem's verdict for ``optimizer`` ("converges", "fails" or "undecided"; :mod:`.rule`).
+    """Each problem's verdict for ``optimizer`` ("converges", "fails" or "undecided":
+    :mod:`amsgrad_repro.synthetic.rule`).
 
     ``optimizer`` is a spec the command takes (a zoo name, ``torch.optim.<Class>``, ``module:Class``,
     ``file.py:Class``) or a ``torch.optim.Optimizer`` subclass importable by its module and name; ``options`` are

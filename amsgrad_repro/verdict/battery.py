@@ -52,7 +52,7 @@ import numpy as np
 from ..optimizers import ALIASES, ZOO, finite_number, parse_spec, resolve
 from ..runs import UsageError
 from ..synthetic.config import ProblemConfig
-from .rule import RULE, Rule, judge, log_every_for, overall
+from ..synthetic.rule import RULE, Rule, judge, log_every_for, overall
 
 #: problem → (setting, preset, the β configurations it is run at)
 PROBLEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -181,14 +181,29 @@ def load(spec: str, extra: dict | None = None) -> Optimizer:
         if not {"beta1", "beta2"} <= set(kwargs):
             raise UsageError(f"{spec}: give both beta1 and beta2 (they set the pair betas)")
         kwargs["betas"] = (kwargs.pop("beta1"), kwargs.pop("beta2"))
-    try:
-        parameters = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        parameters = {}
-    default = parameters["betas"].default if "betas" in parameters else None
-    default_betas = tuple(default) if isinstance(default, (tuple, list)) and len(default) == 2 else None
+    default_betas = _default_betas(cls)
     _dry_step(spec, cls, kwargs)
     return Optimizer(spec, "torch", cls, kwargs, default_betas is not None and "betas" not in kwargs, default_betas)
+
+
+def _default_betas(cls: type) -> tuple[float, float] | None:
+    """The ``betas`` pair a class's ``__init__`` defaults to, looked up through the classes it passes
+    ``**kwargs`` on to (a subclass ``__init__(self, params, **kwargs)`` of Adam has Adam's); None if it has none or
+    it is not a pair (three β's: the battery then runs it at its own)."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return None
+        if "betas" in parameters:
+            default = parameters["betas"].default
+            return tuple(default) if isinstance(default, (tuple, list)) and len(default) == 2 else None
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return None
+    return None
 
 
 def _foreign_value(key: str, text: str) -> object:
@@ -319,7 +334,8 @@ def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: d
 
 
 def problem_verdicts(battery: Battery, cases: list[Case], judged: list) -> dict:
-    """Each problem's verdict (:func:`~.rule.overall`) from its judged runs (``None``: not judged)."""
+    """Each problem's verdict (:func:`~amsgrad_repro.synthetic.rule.overall`) from its judged runs (``None``: not
+    judged)."""
     out = {}
     for problem in battery.problems:
         members = [j for c, j in zip(cases, judged, strict=True) if c.problem == problem and j is not None]
@@ -355,7 +371,8 @@ def merge(battery: Battery, spec: str, pieces: list[dict]) -> dict:
 
 
 class _Judged:
-    """A judged run read back from its description (what :func:`~.rule.overall` reads: the verdict)."""
+    """A judged run read back from its description (what :func:`~amsgrad_repro.synthetic.rule.overall` reads:
+    the verdict)."""
 
     def __init__(self, described: dict) -> None:
         self.verdict = described["verdict"]

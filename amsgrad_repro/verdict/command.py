@@ -164,7 +164,7 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool, cores: int) -> in
     summary = {
         "command": "verdict",
         "battery": battery.describe(),
-        "rule": dataclasses.asdict(battery.rule) | {"doc": "amsgrad_repro/verdict/rule.py"},
+        "rule": dataclasses.asdict(battery.rule) | {"doc": "amsgrad_repro/synthetic/rule.py"},
         "optimizers": {s: _describe(results.get(s)) for s in specs},
         "runs": rows,
         **ledger.outcome(),

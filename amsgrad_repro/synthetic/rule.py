@@ -2,7 +2,7 @@
 
 Usage::
 
-    from amsgrad_repro.verdict.rule import RULE, judge, overall
+    from amsgrad_repro.synthetic.rule import RULE, judge, overall
 
     v = judge(ts, xs, rs, x_star=-1.0, lo=-1.0, hi=1.0, steps=200_000)
     v.verdict, v.distance, v.regret            # "fails", (d at T/2, d at T), (R/T at T/2, R/T at T)
