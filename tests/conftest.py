@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,25 @@ def ray_lock(tmp_path_factory):
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     return hold
+
+
+@pytest.fixture
+def spawn():
+    """``subprocess.Popen`` in a session (a process group) of its own, the group killed when the test ends, pass or
+    fail: no process a test starts, nor any that one starts (workers, a forkserver, a Ray driver), outlives it."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(*args, start_new_session=True, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the leader may be gone and its workers not
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

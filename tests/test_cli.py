@@ -202,9 +202,9 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.parametrize("engine", ["trial", "fused"])
-def test_ctrl_c_leaves_readable_events_and_a_summary(tmp_path, engine, read_scalars, read_summary):
+def test_ctrl_c_leaves_readable_events_and_a_summary(tmp_path, engine, read_scalars, read_summary, spawn):
     steps = "50000000" if engine == "trial" else "20000000000"
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             sys.executable,
             "-m",

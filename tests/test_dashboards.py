@@ -11,10 +11,13 @@ timeout for it to come up only catches a server that never answers; a busy machi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +59,7 @@ def served(tmp_path_factory):
         [TENSORBOARD, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its group is killed at the end, whatever it started
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -72,8 +76,10 @@ def served(tmp_path_factory):
             time.sleep(0.5)
         yield logdir, base
     finally:
-        server.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=60)
+        server.stderr.close()
 
 
 def _get(base: str, path: str):

@@ -111,9 +111,9 @@ def test_an_invocation_whose_every_run_failed_exits_1(tmp_path, capsys, monkeypa
     assert not (tmp_path / "mlp" / "r").exists()  # no run did anything to keep
 
 
-def test_ctrl_c_during_the_imports_is_quiet(tmp_path):
+def test_ctrl_c_during_the_imports_is_quiet(tmp_path, spawn):
     """SIGINT a moment after start: whether it lands in the imports or in the run, exit 130, no traceback."""
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "amsgrad_repro", "online", "--steps", "1000", "--logdir", str(tmp_path)],
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -221,15 +221,14 @@ def test_ray_at_a_server_that_is_not_ray_is_one_line_not_a_hang(tmp_path, run_cl
     assert len(proc.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
 
 
-def test_ctrl_c_stops_bench_in_a_huge_fused_timing(tmp_path):
+def test_ctrl_c_stops_bench_in_a_huge_fused_timing(tmp_path, spawn):
     argv = ["bench", "--trial-steps", "10", "--fused-steps", "4e18", "--runs", "2", "--lane-runs", "8"]
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "amsgrad_repro", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        start_new_session=True,
     )
     try:
         for line in proc.stdout:  # the event: the fused timing begins

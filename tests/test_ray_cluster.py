@@ -44,9 +44,9 @@ def address(ray_lock):
             subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
 
 
-def _cli(args):
+def _cli(spawn, args):
     cmd = [sys.executable, "-m", "amsgrad_repro", *map(str, args), "--no-progress"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
 def _task_pids(name: str) -> list[int]:
@@ -65,10 +65,10 @@ def _finals(summary: dict) -> list:
     return [(r["name"], r["status"], r["final_x"], r["average_regret"], r["steps_done"]) for r in summary["runs"]]
 
 
-def test_join_by_address_equals_in_process(address, tmp_path, read_summary, read_scalars):
+def test_join_by_address_equals_in_process(address, tmp_path, read_summary, read_scalars, spawn):
     argv = ["stochastic", "--seed", "0:4", "--steps", "100000", "--log-every", "10000", "--logdir", tmp_path]
     for name, extra in (("here", []), ("ray", ["--ray", address])):
-        proc = _cli([*argv, "--run-name", name, *extra])
+        proc = _cli(spawn, [*argv, "--run-name", name, *extra])
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert f"({address}): 1 node(s), 2 CPU" in out
@@ -80,10 +80,10 @@ def test_join_by_address_equals_in_process(address, tmp_path, read_summary, read
         )
 
 
-def test_a_killed_worker_is_retried_and_nothing_is_lost(address, tmp_path, read_summary):
+def test_a_killed_worker_is_retried_and_nothing_is_lost(address, tmp_path, read_summary, spawn):
     # two runs of 2e8 steps: one task each, a few seconds long; the first attempt of one is killed
     argv = ["online", "--steps", "2e8", "--log-every", "1e7", "--logdir", tmp_path]
-    proc = _cli([*argv, "--run-name", "ray", "--ray", address])
+    proc = _cli(spawn, [*argv, "--run-name", "ray", "--ray", address])
     deadline, killed = time.monotonic() + 120, None
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
         pids = _task_pids("fused_task")
@@ -97,17 +97,17 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(address, tmp_path, read_
     assert proc.returncode == 0, err
     there = read_summary(tmp_path / "online/ray")
     assert there["status"] == "complete" and there["runs_by_status"] == {"complete": 2}
-    here_proc = _cli([*argv, "--run-name", "here"])
+    here_proc = _cli(spawn, [*argv, "--run-name", "here"])
     here_proc.communicate(timeout=300)
     assert here_proc.returncode == 0
     assert _finals(read_summary(tmp_path / "online/here")) == _finals(there)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_stopping_the_driver_keeps_what_finished(address, tmp_path, read_summary, read_scalars, signum, code):
+def test_stopping_the_driver_keeps_what_finished(address, tmp_path, read_summary, read_scalars, signum, code, spawn):
     # 12 runs in tasks of 2 (about a second each on one core): stop once the first results are written
     argv = ["stochastic", "--seed", "0:6", "--steps", "1e8", "--log-every", "1e7", "--logdir", tmp_path]
-    proc = _cli([*argv, "--run-name", "cut", "--ray", address])
+    proc = _cli(spawn, [*argv, "--run-name", "cut", "--ray", address])
     run_dir, deadline = None, time.monotonic() + 900  # a hang guard only: a busy machine is slow
     while time.monotonic() < deadline and proc.poll() is None:
         found = list(tmp_path.glob("stochastic/*/*/seed=*/events.out.tfevents.*"))
@@ -134,10 +134,10 @@ def test_stopping_the_driver_keeps_what_finished(address, tmp_path, read_summary
     assert not _task_pids("fused_task")  # nothing left running on the cluster
 
 
-def test_a_lost_cluster_is_an_error_after_the_timeout_and_keeps_what_finished(address, tmp_path, read_summary):
+def test_a_lost_cluster_is_an_error_after_the_timeout_and_keeps_what_finished(address, tmp_path, read_summary, spawn):
     """Last in this module: it stops the module's cluster under the driver's feet."""
     argv = ["stochastic", "--seed", "0:10", "--steps", "2e8", "--log-every", "1e7", "--logdir", tmp_path]
-    proc = _cli([*argv, "--run-name", "lost", "--ray", address, "--ray-timeout", "10"])
+    proc = _cli(spawn, [*argv, "--run-name", "lost", "--ray", address, "--ray-timeout", "10"])
     deadline = time.monotonic() + 900  # a hang guard only
     while not list(tmp_path.glob("stochastic/lost/*/seed=*/events.out.tfevents.*")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -73,9 +73,9 @@ def two_nodes(ray_lock):
             subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
 
 
-def _cli(args) -> subprocess.Popen:
+def _cli(spawn, args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "amsgrad_repro", *map(str, args), "--no-progress"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
 def _tasks_on(raylet: int) -> list[int]:
@@ -87,12 +87,13 @@ def _finals(summary: dict) -> list:
     return [(r["name"], r["status"], r["final_x"], r["average_regret"], r["steps_done"]) for r in summary["runs"]]
 
 
-def test_a_lost_node_s_tasks_are_retried_elsewhere_and_change_nothing(two_nodes, tmp_path, read_summary, read_scalars):
+def test_a_lost_node_s_tasks_are_retried_elsewhere_and_change_nothing(two_nodes, tmp_path, read_summary, read_scalars,
+                                                                       spawn):  # fmt: skip
     address, raylet = two_nodes
     # 8 runs of 2e8 steps in tasks of ray_chunk's size (2 runs here, a few seconds on one core): both nodes get tasks
     tasks = -(-8 // ray_chunk(8, 2, int(2e8), int(2e8 // 1e7) + 1))
     argv = ["stochastic", "--seed", "0:4", "--steps", "2e8", "--log-every", "1e7", "--logdir", tmp_path]
-    proc = _cli([*argv, "--run-name", "lost-node", "--ray", address])
+    proc = _cli(spawn, [*argv, "--run-name", "lost-node", "--ray", address])
     deadline, workers = time.monotonic() + 900, []  # a hang guard only: a busy machine is slow
     while not workers and time.monotonic() < deadline and proc.poll() is None:
         workers = _tasks_on(raylet)
@@ -121,7 +122,7 @@ def test_a_lost_node_s_tasks_are_retried_elsewhere_and_change_nothing(two_nodes,
     assert not [pid for pid, (_, cmd) in _processes().items() if cmd.startswith(b"ray::fused_task")]
 
     # the same numbers as in this process, run for run and scalar for scalar
-    here = _cli([*argv, "--run-name", "here"])
+    here = _cli(spawn, [*argv, "--run-name", "here"])
     _, err = here.communicate(timeout=900)
     assert here.returncode == 0, err
     there = summary

@@ -306,10 +306,10 @@ def test_help_shows_every_default():
         assert f"(default: {default})" in text[text.index(flag) :], flag
 
 
-def test_sigterm_mid_grid_keeps_finished_runs_and_says_where_it_stopped(tmp_path, read_scalars, read_summary):
+def test_sigterm_mid_grid_keeps_finished_runs_and_says_where_it_stopped(tmp_path, read_scalars, read_summary, spawn):
     argv = ["mlp", "--iterations", "1000000", "--log-every", "20", "--eval-every", "100000", "--jobs", "1"]
     argv += ["--logdir", str(tmp_path), "--run-name", "cut", "--optimizers", "adam", "amsgrad", "sgd"]
-    proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
     run_dir = tmp_path / "mlp/cut"
     deadline = time.time() + 600  # a hang guard only
     while time.time() < deadline and not (
@@ -422,13 +422,13 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_with_jobs_keeps_the_running_runs_and_leaves_no_worker(tmp_path, read_scalars, read_summary,
-                                                                          signum, code):  # fmt: skip
+                                                                          signum, code, spawn):  # fmt: skip
     """--jobs 2: two runs in worker processes, a third waiting. A signal to the driver alone interrupts both
     running runs, which come back with what they have (events to the iteration they reached), the third is not
     started, and no worker (nor the forkserver) outlives the driver."""
     argv = ["mlp", "--iterations", "1000000", "--log-every", "20", "--eval-every", "100000", "--jobs", "2"]
     argv += ["--logdir", str(tmp_path), "--run-name", "cut", "--optimizers", "adam", "amsgrad", "sgd", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
     deadline, workers = time.time() + 600, set()  # a hang guard only
     while time.time() < deadline and len(workers) < 3:  # the forkserver and two workers
         workers = _children(proc.pid)
@@ -473,16 +473,18 @@ def test_jobs_change_no_number(tmp_path, read_scalars, read_summary):
         assert read_scalars(tmp_path / "logreg/jobs-1" / name) == read_scalars(tmp_path / "logreg/jobs-3" / name)
 
 
-def test_no_worker_outlives_a_driver_killed_outright(tmp_path):
+def test_no_worker_outlives_a_driver_killed_outright(tmp_path, spawn):
     """SIGKILL (which no handler sees) on a --jobs 2 driver: the forkserver and both workers end with it
     (amsgrad_repro.pool_guard; before it, they ran on)."""
     argv = ["mlp", "--iterations", "1000000", "--jobs", "2", "--logdir", str(tmp_path), "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.DEVNULL)
+    proc = spawn([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.DEVNULL)
     deadline, family = time.time() + 600, set()  # a hang guard only
     while time.time() < deadline and len(family) < 3:  # the forkserver and two workers (and the resource tracker)
         family = _children(proc.pid)
         time.sleep(0.2)
-    time.sleep(2)
+    # the event, not a time: both workers are training (each has spent 0.5 s of CPU), so the whole family is there
+    while time.time() < deadline and sorted(_cpu_seconds(pid) for pid in _workers(proc.pid))[-2:] < [0.5, 0.5]:
+        time.sleep(0.2)
     family = _children(proc.pid)
     proc.kill()
     proc.wait(timeout=60)

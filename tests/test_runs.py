@@ -136,12 +136,12 @@ def test_torch_optim_classes_that_cannot_run_are_refused_before_anything_is_writ
     assert not any(tmp_path.iterdir())
 
 
-def test_sigterm_and_a_concurrent_overwrite(tmp_path, capsys, read_scalars, read_summary):
+def test_sigterm_and_a_concurrent_overwrite(tmp_path, capsys, read_scalars, read_summary, spawn):
     """A run being written cannot be overwritten by a second process; SIGTERM stops it like Ctrl-C (exit 143,
     events readable, summary says where and why it stopped); then a failed --overwrite leaves it as it was."""
     argv = ["online", "--steps", "50000000", "--engine", "trial", "--log-every", "500"]
     argv += ["--logdir", str(tmp_path), "--run-name", "live"]
-    proc = subprocess.Popen([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
     run_dir = tmp_path / "online/live"
     deadline = time.time() + 600  # a hang guard only
     while time.time() < deadline and not any((run_dir / "adam").glob("events.*")):

@@ -14,6 +14,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from amsgrad_repro.cli import main
@@ -22,7 +23,7 @@ from amsgrad_repro.synthetic.config import ProblemConfig
 from amsgrad_repro.synthetic.fused import FusedRun, simulate
 from amsgrad_repro.synthetic.phase_map import boundary
 from amsgrad_repro.synthetic.rule import judge, log_every_for
-from amsgrad_repro.synthetic.torchloop import TorchRun, run_torch
+from amsgrad_repro.synthetic.torchloop import WINDOW, TorchRun, run_torch
 from amsgrad_repro.verdict import Battery, run_battery
 from amsgrad_repro.verdict.battery import load, merge, parts, plan
 
@@ -166,3 +167,14 @@ def test_an_optimizer_with_train_mode_is_put_in_it_and_runs_as_its_base_class(tm
     ours = run_battery(f"{path}:TrainModeAdam", battery)
     base = run_battery("torch.optim.Adam", battery)
     assert np.array_equal(ours["xs"], base["xs"]) and ours["judged"] == base["judged"]
+
+
+@pytest.mark.parametrize("spec", ["adam", "torch.optim.Adam"])
+def test_a_battery_reports_every_run_step_once_as_it_goes(spec):
+    """The progress a worker reports (verdict's bar): windows of run-steps, summing to steps × runs exactly."""
+    battery = Battery(steps=9000, problems=("online", "stochastic"), seeds=(0, 1), lrs=(1e-2,))
+    told: list[int] = []
+    result = run_battery(spec, battery, on_window=told.append)
+    assert sum(told) == battery.steps * len(result["cases"]) and all(n > 0 for n in told)
+    if spec.startswith("torch"):
+        assert len(told) == -(-battery.steps // WINDOW)  # one report a window of the torch engine, not one a step

@@ -174,15 +174,14 @@ def test_a_second_signal_after_the_runs_end_waits_for_the_summary(tmp_path):
     assert kept and summary["runs_by_status"] == {"complete": 1, "interrupted": 1}
 
 
-def test_two_sigterms_to_logreg_jobs_leave_a_summary_or_nothing(tmp_path):
+def test_two_sigterms_to_logreg_jobs_leave_a_summary_or_nothing(tmp_path, spawn):
     argv = ["logreg", "--iterations", "1000000", "--seed", "0:2", "--jobs", "2", "--log-every", "50"]
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "amsgrad_repro", *argv, "--logdir", str(tmp_path), "--run-name", "r", "--no-progress"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
     )
     try:
         for line in proc.stdout:  # the event: the workers are being started

@@ -281,13 +281,13 @@ class NotATorchOptimizer:
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_verdict_with_a_summary_or_nothing(tmp_path, signum, code):
+def test_a_signal_stops_verdict_with_a_summary_or_nothing(tmp_path, signum, code, spawn):
     """The signal is sent once the header is printed (an event); wherever it lands, the command ends with the
     signal's code and leaves either a summary whose runs are interrupted or not started, or nothing at all."""
     argv = ["verdict", "--optimizers", "torch.optim.Adam", "adam", "--steps", "4000000", "--jobs", "1"]
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "amsgrad_repro", *argv, "--logdir", str(tmp_path), "--run-name", "v"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:

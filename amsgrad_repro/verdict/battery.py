@@ -40,6 +40,7 @@ it is done only for a spec you give on the command line or to :func:`load`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -303,9 +304,12 @@ def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: d
     """Put ``spec`` through ``battery`` (only the ``settings`` named, if given: a part of it, :func:`parts`):
     every case's logged points and verdict, and each problem's. A pure function of its arguments (the same
     numbers in this process, a ``--jobs`` worker or a Ray task). ``stop()`` is asked between windows (the torch
-    engine; the fused one stops on a signal itself)."""
+    engine; the fused one stops on a signal itself); ``on_window(n)`` is told after each window that n more
+    run-steps are done (a progress bar's unit)."""
     optimizer = load(spec, extra)
     cases = [c for c in plan(battery, optimizer) if settings is None or c.setting in settings]
+    if on_window is not None:
+        on_window = functools.partial(_run_steps, on_window, len(cases))
     log_every = log_every_for(battery.steps)
     start = time.perf_counter()
     if optimizer.kind == "fused":
@@ -331,6 +335,11 @@ def run_battery(spec: str, battery: Battery, stop=None, on_window=None, extra: d
         "problems": problem_verdicts(battery, cases, judged),
         "seconds": time.perf_counter() - start,
     }
+
+
+def _run_steps(on_window, runs: int, steps: int) -> None:
+    """An engine's window of ``steps`` steps of ``runs`` runs, told as run-steps."""
+    on_window(steps * runs)
 
 
 def problem_verdicts(battery: Battery, cases: list[Case], judged: list) -> dict:

@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..cluster import add_ray_flags, connect
-from ..pool import Pool, usable_cpus
+from ..pool import Pool, report, usable_cpus
 from ..report import check_runs, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, TaskFailed, UsageError, check_run_names
 from ..signals import defer_signals
@@ -91,9 +92,11 @@ def battery_from_args(args: argparse.Namespace) -> Battery:
 
 def task(spec: str, battery: Battery, settings: tuple[str, ...] | None) -> dict:
     """A part of one optimizer's battery (:func:`~.battery.parts`), in a ``--jobs`` worker or a Ray task: a signal
-    stops it at the next window and it returns what it has (the runs then are ``interrupted``)."""
+    stops it at the next window and it returns what it has (the runs then are ``interrupted``). In a worker its
+    run-steps are reported to the driver's bar after each window (:func:`~amsgrad_repro.pool.report`)."""
     with defer_signals() as held:
-        return run_battery(spec, battery, stop=lambda: held.hit, settings=settings)
+        on_window = functools.partial(report, (spec, settings))
+        return run_battery(spec, battery, stop=lambda: held.hit, on_window=on_window, settings=settings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,20 +144,33 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool, cores: int) -> in
             for part in parts(battery, o, cores)
         ]
         expected = {s: sum(key[0] == s for key, _ in jobs) for s in specs}
+        total = battery.steps * sum(map(len, cases.values()))  # run-steps
+        bar = tqdm(total=total, unit="run-step", unit_scale=True, dynamic_ncols=True,
+                   disable=True if args.no_progress else None)  # fmt: skip
+        reported: dict = {}  # run-steps each part's worker has reported (the bar has moved by them)
+
+        def on_progress(key, n: int) -> None:
+            reported[key] = reported.get(key, 0) + n
+            bar.update(n)
+
         if cluster is not None:
             outcomes = cluster.run(task, jobs, num_cpus=1)
         elif pool is not None:
-            outcomes = pool.run(task, jobs)
+            outcomes = pool.run(task, jobs, on_progress)
         else:
-            outcomes = _in_process(jobs)
+            outcomes = _in_process(jobs, on_progress)
         pieces: dict[str, list[dict]] = {}
         try:
-            for (spec, _), outcome in outcomes:
+            for key, outcome in outcomes:
+                spec = key[0]
                 with defer_signals(reraise=True):  # a result is written and recorded whole, or not at all
+                    if not isinstance(outcome, TaskFailed):  # what its windows did not report (Ray: all of it)
+                        bar.update(max(0, outcome["steps_done"] * len(outcome["cases"]) - reported.get(key, 0)))
                     _record(spec, outcome, run_dir.path, ledger, pieces)
                     if len(pieces.get(spec, [])) == expected[spec]:
                         _finish(spec, battery, pieces, ledger, results, complete=True)
         finally:
+            bar.close()
             if hasattr(outcomes, "close"):
                 outcomes.close()
             for spec in pieces:  # parts a stop cut short: what they have, as interrupted
@@ -189,10 +205,11 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool, cores: int) -> in
     return exit_code(summary["interrupted"])
 
 
-def _in_process(jobs):
+def _in_process(jobs, on_progress):
     for key, (spec, battery, part) in jobs:
         with defer_signals() as held:
-            result = run_battery(spec, battery, stop=lambda held=held: held.hit, settings=part)
+            on_window = functools.partial(on_progress, key)
+            result = run_battery(spec, battery, stop=lambda held=held: held.hit, on_window=on_window, settings=part)
         yield key, result
         if held.hit or result["interrupted"]:  # the fused kernel takes the signal itself and says so
             raise KeyboardInterrupt
