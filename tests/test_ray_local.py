@@ -65,14 +65,15 @@ def test_trial_engine_on_ray_equals_in_process(cluster, tmp_path, read_summary, 
 
 
 def test_phase_grid_equals_in_process(cluster, tmp_path):
-    argv = ["phase", "--beta1", "0", "0.9", "4", "--beta2", "0.5", "0.999", "5", "--steps", "20000", "--gamma"]
+    argv = ["phase", "--beta1", "0", "0.9", "4", "--beta2", "0.5", "0.999", "5", "--steps", "20000", "--gamma",
+            "--verdict"]  # fmt: skip
     _both(tmp_path, argv)
 
     def rows(name):
         with open(tmp_path / "phase/online" / name / "phase.csv") as f:
             return list(csv.reader(f))
 
-    assert len(rows("here")) == 21 and rows("here") == rows("ray")
+    assert len(rows("here")) == 21 and rows("here") == rows("ray") and rows("ray")[0][-1] == "verdict"
 
 
 def test_mlp_grid_is_the_same_with_jobs_1_jobs_2_and_ray(cluster, tmp_path, read_summary, read_scalars):

@@ -224,7 +224,8 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
                     if grid.verdict is not None:
                         series = result["series"]
                         problem = problem_cfg.functions()
-                        _judge(grid, chunk, result["ts"], series["x"], series["average_regret"], problem, steps)
+                        xs = series["x"].astype(np.float64)  # as in this process: the average in float64
+                        _judge(grid, chunk, result["ts"], xs, series["average_regret"], problem, steps)
                 else:
                     grid.failed += [(cell, result.error) for cell in chunk]
                 if bar is not None:
