@@ -37,12 +37,12 @@ def source(spec: str) -> str:
 def cell(problem: str, summary: dict) -> str:
     verdicts = summary["problems"].get(problem)
     if verdicts is None:
-        return ""
+        return "not judged (interrupted)"
     v = verdicts["verdict"]
     text = f"{v} ({verdicts['counts'][v]}/{verdicts['runs']})"
     by_config: dict[str, list] = {}
     for run in summary["runs"]:
-        if run["name"].split("/")[0] == problem:
+        if run["name"].split("/")[0] == problem and "verdict" in run:  # an interrupted run has none
             by_config.setdefault(run["name"].split("/")[1], []).append(run["verdict"])
     per = {c: ("fails" if "fails" in vs else "converges" if "converges" in vs else "undecided")
            for c, vs in by_config.items()}  # fmt: skip
