@@ -4,7 +4,6 @@ bad input, and a SIGTERM mid-grid."""
 
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -404,15 +403,6 @@ def _workers(pid: int) -> set[int]:
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -422,7 +412,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_with_jobs_keeps_the_running_runs_and_leaves_no_worker(tmp_path, read_scalars, read_summary,
-                                                                          signum, code, spawn):  # fmt: skip
+                                                                          signum, code, spawn,
+                                                                          cpu_seconds):  # fmt: skip
     """--jobs 2: two runs in worker processes, a third waiting. A signal to the driver alone interrupts both
     running runs, which come back with what they have (events to the iteration they reached), the third is not
     started, and no worker (nor the forkserver) outlives the driver."""
@@ -437,7 +428,7 @@ def test_a_signal_with_jobs_keeps_the_running_runs_and_leaves_no_worker(tmp_path
     # A worker writes nothing the test can see until its run returns (the driver writes its events), so the event
     # is the CPU time each has spent: 2 s is hundreds of mlp iterations, past the first logged one at 20, however
     # slow the machine (the forkserver, which imported torch, is not counted: the workers are its children)
-    while time.time() < deadline and sorted(_cpu_seconds(pid) for pid in _workers(proc.pid))[-2:] < [2.0, 2.0]:
+    while time.time() < deadline and sorted(cpu_seconds(pid) for pid in _workers(proc.pid))[-2:] < [2.0, 2.0]:
         time.sleep(0.5)
     workers = _children(proc.pid)
     proc.send_signal(signum)
@@ -473,7 +464,7 @@ def test_jobs_change_no_number(tmp_path, read_scalars, read_summary):
         assert read_scalars(tmp_path / "logreg/jobs-1" / name) == read_scalars(tmp_path / "logreg/jobs-3" / name)
 
 
-def test_no_worker_outlives_a_driver_killed_outright(tmp_path, spawn):
+def test_no_worker_outlives_a_driver_killed_outright(tmp_path, spawn, cpu_seconds):
     """SIGKILL (which no handler sees) on a --jobs 2 driver: the forkserver and both workers end with it
     (amsgrad_repro.pool_guard; before it, they ran on)."""
     argv = ["mlp", "--iterations", "1000000", "--jobs", "2", "--logdir", str(tmp_path), "--no-progress"]
@@ -483,7 +474,7 @@ def test_no_worker_outlives_a_driver_killed_outright(tmp_path, spawn):
         family = _children(proc.pid)
         time.sleep(0.2)
     # the event, not a time: both workers are training (each has spent 0.5 s of CPU), so the whole family is there
-    while time.time() < deadline and sorted(_cpu_seconds(pid) for pid in _workers(proc.pid))[-2:] < [0.5, 0.5]:
+    while time.time() < deadline and sorted(cpu_seconds(pid) for pid in _workers(proc.pid))[-2:] < [0.5, 0.5]:
         time.sleep(0.2)
     family = _children(proc.pid)
     proc.kill()

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -239,16 +238,7 @@ def test_phase_ctrl_c_in_a_batch_last_window_stops_after_that_batch(monkeypatch)
     assert interrupted and np.isfinite(final_x[0]).sum() == 20
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _phase_cut(spawn, tmp_path, steps: str, sig: int, after: float) -> tuple[subprocess.CompletedProcess, str, str]:
+def _phase_cut(spawn, cpu_seconds, tmp_path, steps: str, sig: int, after: float) -> tuple:
     """``phase`` stopped by ``sig`` once it has computed ``after`` CPU seconds past its header (an event, not a
     time: on a busy machine a wall-clock wait may find it not yet started)."""
     argv = ["phase", "--steps", steps, "--beta1", "0", "0.9", "3", "--beta2", "0.5", "0.999", "3"]
@@ -262,8 +252,8 @@ def _phase_cut(spawn, tmp_path, steps: str, sig: int, after: float) -> tuple[sub
     deadline, header = time.time() + 600, ""  # a hang guard only
     while time.time() < deadline and "cells" not in header:
         header = proc.stdout.readline() or header
-    start = _cpu_seconds(proc.pid)  # the kernels are compiled by the module's earlier phase runs (cached on disk)
-    while time.time() < deadline and _cpu_seconds(proc.pid) - start < after and proc.poll() is None:
+    start = cpu_seconds(proc.pid)  # the kernels are compiled by the module's earlier phase runs (cached on disk)
+    while time.time() < deadline and cpu_seconds(proc.pid) - start < after and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -271,10 +261,11 @@ def _phase_cut(spawn, tmp_path, steps: str, sig: int, after: float) -> tuple[sub
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_phase_stopped_before_any_cell_finished_records_where_each_stopped(tmp_path, sig, code, spawn):
+def test_phase_stopped_before_any_cell_finished_records_where_each_stopped(tmp_path, sig, code, spawn,
+                                                                           cpu_seconds):  # fmt: skip
     # 9 cells of 10^8 steps are one batch: a stop 2 CPU seconds in finishes no cell, but every cell has run some steps,
     # so (as for every other command, docs/runs.md) the directory is kept, saying where each cell stopped
-    proc, out, err = _phase_cut(spawn, tmp_path, "100000000", sig, 2)
+    proc, out, err = _phase_cut(spawn, cpu_seconds, tmp_path, "100000000", sig, 2)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "0 of 9 cells finished, 9 stopped part-way" in out
     run = tmp_path / "phase/online/cut"
