@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from importlib import metadata
+from pathlib import Path
 
 PACKAGES = {"pytorch_optimizer": "pytorch-optimizer", "lion_pytorch": "lion-pytorch", "schedulefree": "schedulefree",
             "prodigyopt": "prodigyopt", "torch": "torch"}  # fmt: skip
@@ -52,7 +53,7 @@ def cell(problem: str, summary: dict) -> str:
 
 
 def main(path: str) -> None:
-    summary = json.loads(open(path).read())
+    summary = json.loads(Path(path).read_text())
     problems = summary["battery"]["problems"]
     print("| optimizer | from | " + " | ".join(problems) + " |")
     print("|---|---|" + "---|" * len(problems))

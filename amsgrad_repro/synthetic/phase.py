@@ -210,6 +210,7 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
         chunk = cells[start : start + size]
         runs = [(choice(*cell), 0) for cell in chunk]
         jobs.append((chunk, ([problem_cfg], runs, steps, log_every, problem_cfg.dtype, gamma)))
+    problem = problem_cfg.functions() if grid.verdict is not None else None  # the rule's x*, F: once, not a task
     results = cluster.run(fused_task, jobs, num_cpus=1)
     try:
         for chunk, result in results:
@@ -223,7 +224,6 @@ def _run_grid_on_ray(cluster: Cluster, problem_cfg: ProblemConfig, cells, choice
                             grid.negative[k, i, j] = f
                     if grid.verdict is not None:
                         series = result["series"]
-                        problem = problem_cfg.functions()
                         xs = series["x"].astype(np.float64)  # as in this process: the average in float64
                         _judge(grid, chunk, result["ts"], xs, series["average_regret"], problem, steps)
                 else:
