@@ -322,7 +322,7 @@ def _output(args: argparse.Namespace) -> dict:
         "logdir": args.logdir,
         "run_name": args.run_name,
         "overwrite": args.overwrite,
-        "progress": False if args.no_progress else None,
+        "progress": args.progress,
         "allow_large": args.allow_large,
         "ray": args.ray,
         "ray_timeout": args.ray_timeout,

@@ -112,9 +112,15 @@ def add_dtype_flag(g: argparse._ActionsContainer) -> None:
 LARGE_RUNS = "go on when the invocation plans more than 10,000 runs or about 1 GB of TensorBoard events"
 
 
+def bar_disable(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` for ``--progress`` (True), ``--no-progress`` (False) or neither (None: tqdm shows the bar
+    on a terminal only)."""
+    return None if progress is None else not progress
+
+
 def add_output_flags(g: argparse._ActionsContainer, large: str = LARGE_RUNS) -> None:
-    """``--overwrite``, ``--allow-large`` (help: ``large``) and ``--no-progress``: the same in every command that
-    writes runs (which add the spine's ``--ray`` and ``--ray-timeout`` after them with
+    """``--overwrite``, ``--allow-large`` (help: ``large``) and ``--progress``/``--no-progress``: the same in every
+    command that writes runs (which add the spine's ``--ray`` and ``--ray-timeout`` after them with
     :func:`amsgrad_repro.cluster.add_ray_flags`; this module, on the ground floor, imports nothing of the
     package)."""
     g.add_argument(
@@ -127,4 +133,10 @@ def add_output_flags(g: argparse._ActionsContainer, large: str = LARGE_RUNS) -> 
         action="store_true",
         help=large,
     )
-    g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr even when it is not a terminal (a log file), or none (default: a bar on a "
+        "terminal only)",
+    )

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +179,34 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.fixture
 def cpu_seconds():
     return _cpu_seconds
+
+
+def _wait_for_bar(proc: subprocess.Popen, found: Callable[[str], bool], guard: float) -> Callable[[], str]:
+    """Read ``proc``'s stderr (a text pipe; its progress bar with ``--progress``) until ``found`` is true of the
+    last 4 KB read: an event a test can wait for in place of a time; ``guard`` seconds is a hang guard only. The
+    rest goes on being read in a thread, so the process never blocks on a full pipe; the function returned waits
+    for the end of stderr and returns all of it."""
+    seen, chunks = threading.Event(), []
+
+    def read() -> None:
+        text = ""
+        while chunk := proc.stderr.read(256):
+            chunks.append(chunk)
+            text = (text + chunk)[-4096:]
+            if not seen.is_set() and found(text):
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert seen.wait(guard), f"the bar did not show what was waited for within {guard:.0f} s"
+
+    def everything() -> str:
+        reader.join(timeout=300)
+        return "".join(chunks)
+
+    return everything
+
+
+@pytest.fixture
+def wait_for_bar():
+    return _wait_for_bar

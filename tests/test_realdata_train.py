@@ -410,30 +410,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _running_past(runs: int, past: int):
+    """A test of a bar's text: its postfix says ``runs`` runs are running, the least advanced past iteration
+    ``past`` (:func:`amsgrad_repro.realdata.engines.show_running`)."""
+    pattern = re.compile(r"(\d+) running, at iterations? ([\d,]+)")
+    return lambda text: any(int(m[1]) >= runs and int(m[2].replace(",", "")) > past for m in pattern.finditer(text))
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_with_jobs_keeps_the_running_runs_and_leaves_no_worker(tmp_path, read_scalars, read_summary,
                                                                           signum, code, spawn,
-                                                                          cpu_seconds):  # fmt: skip
+                                                                          wait_for_bar):  # fmt: skip
     """--jobs 2: two runs in worker processes, a third waiting. A signal to the driver alone interrupts both
     running runs, which come back with what they have (events to the iteration they reached), the third is not
     started, and no worker (nor the forkserver) outlives the driver."""
     argv = ["mlp", "--iterations", "1000000", "--log-every", "20", "--eval-every", "100000", "--jobs", "2"]
-    argv += ["--logdir", str(tmp_path), "--run-name", "cut", "--optimizers", "adam", "amsgrad", "sgd", "--no-progress"]
-    proc = spawn([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, text=True)
-    deadline, workers = time.time() + 600, set()  # a hang guard only
-    while time.time() < deadline and len(workers) < 3:  # the forkserver and two workers
-        workers = _children(proc.pid)
-        time.sleep(0.2)
-    # the event, not a time: both workers have trained (a fixed 5 s wait failed beside busy processes: issue 27).
-    # A worker writes nothing the test can see until its run returns (the driver writes its events), so the event
-    # is the CPU time each has spent: 2 s is hundreds of mlp iterations, past the first logged one at 20, however
-    # slow the machine (the forkserver, which imported torch, is not counted: the workers are its children)
-    while time.time() < deadline and sorted(cpu_seconds(pid) for pid in _workers(proc.pid))[-2:] < [2.0, 2.0]:
-        time.sleep(0.5)
+    argv += ["--logdir", str(tmp_path), "--run-name", "cut", "--optimizers", "adam", "amsgrad", "sgd", "--progress"]
+    proc = spawn([sys.executable, "-m", "amsgrad_repro", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True)  # fmt: skip
+    # the event, not a time (a fixed 5 s failed beside busy processes, and "2 s of a worker's CPU" on a quiet
+    # machine: a worker's start takes about that long): the bar says both running runs are past iteration 40
+    err = wait_for_bar(proc, _running_past(2, 40), guard=600)
     workers = _children(proc.pid)
     proc.send_signal(signum)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == code
+    assert proc.wait(timeout=300) == code, err()
+    out = proc.stdout.read()
     assert "2 runs at once in worker processes" in out and "interrupted at iteration" in out
     s = read_summary(tmp_path / "mlp/cut")
     assert s["status"] == "interrupted" and s["stopped_by"] == signal.Signals(signum).name
@@ -462,6 +463,18 @@ def test_jobs_change_no_number(tmp_path, read_scalars, read_summary):
     for r in one["runs"]:
         name = r["name"]
         assert read_scalars(tmp_path / "logreg/jobs-1" / name) == read_scalars(tmp_path / "logreg/jobs-3" / name)
+
+
+def test_progress_draws_the_bar_on_a_pipe_with_the_running_runs(tmp_path, capsys):
+    """--progress: the bar on stderr that is not a terminal; with --jobs it says how many runs are running and how
+    far they are (from the workers' reports); the default on a pipe draws nothing."""
+    argv = ["logreg", "--iterations", "1000", "--log-every", "50", "--eval-every", "1000", "--jobs", "2"]
+    argv += ["--logdir", str(tmp_path), "--optimizers", "adam", "amsgrad"]
+    assert main([*argv, "--run-name", "bar", "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "2.00k/2.00k" in err and re.search(r"[12] running, at iterations? [\d,]+", err)
+    assert main([*argv, "--run-name", "quiet"]) == 0
+    assert "2.00k" not in capsys.readouterr().err
 
 
 def test_no_worker_outlives_a_driver_killed_outright(tmp_path, spawn, cpu_seconds):

@@ -3,10 +3,10 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 
 import matplotlib
 import numpy as np
@@ -238,34 +238,30 @@ def test_phase_ctrl_c_in_a_batch_last_window_stops_after_that_batch(monkeypatch)
     assert interrupted and np.isfinite(final_x[0]).sum() == 20
 
 
-def _phase_cut(spawn, cpu_seconds, tmp_path, steps: str, sig: int, after: float) -> tuple:
-    """``phase`` stopped by ``sig`` once it has computed ``after`` CPU seconds past its header (an event, not a
-    time: on a busy machine a wall-clock wait may find it not yet started)."""
-    argv = ["phase", "--steps", steps, "--beta1", "0", "0.9", "3", "--beta2", "0.5", "0.999", "3"]
+def _phase_cut(spawn, wait_for_bar, tmp_path, steps: str, sig: int) -> tuple:
+    """``phase`` stopped by ``sig`` once its bar has moved: every cell of the first batch has run a window (an
+    event, not a time: on a busy machine a wall-clock wait may find it not yet started, and CPU seconds count the
+    kernels' loading too)."""
+    argv = ["phase", "--steps", steps, "--beta1", "0", "0.9", "3", "--beta2", "0.5", "0.999", "3", "--progress"]
     proc = spawn(
         [sys.executable, "-m", "amsgrad_repro", *argv, "--logdir", str(tmp_path), "--run-name", "cut"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    deadline, header = time.time() + 600, ""  # a hang guard only
-    while time.time() < deadline and "cells" not in header:
-        header = proc.stdout.readline() or header
-    start = cpu_seconds(proc.pid)  # the kernels are compiled by the module's earlier phase runs (cached on disk)
-    while time.time() < deadline and cpu_seconds(proc.pid) - start < after and proc.poll() is None:
-        time.sleep(0.05)
+    moved = re.compile(r"\| *(\d[\d.]*[kMG]?)/")  # tqdm's "n/total", n scaled (unit_scale)
+    err = wait_for_bar(proc, lambda text: any(m[1] not in ("0", "0.00") for m in moved.finditer(text)), guard=600)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    return proc, out, err
+    proc.wait(timeout=120)
+    return proc, proc.stdout.read(), err()
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_phase_stopped_before_any_cell_finished_records_where_each_stopped(tmp_path, sig, code, spawn,
-                                                                           cpu_seconds):  # fmt: skip
-    # 9 cells of 10^8 steps are one batch: a stop 2 CPU seconds in finishes no cell, but every cell has run some steps,
-    # so (as for every other command, docs/runs.md) the directory is kept, saying where each cell stopped
-    proc, out, err = _phase_cut(spawn, cpu_seconds, tmp_path, "100000000", sig, 2)
+                                                                           wait_for_bar):  # fmt: skip
+    # 9 cells of 10^8 steps are one batch: a stop once the bar has moved finishes no cell, but every cell has run some
+    # steps, so (as for every other command, docs/runs.md) the directory is kept, saying where each cell stopped
+    proc, out, err = _phase_cut(spawn, wait_for_bar, tmp_path, "100000000", sig)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "0 of 9 cells finished, 9 stopped part-way" in out
     run = tmp_path / "phase/online/cut"

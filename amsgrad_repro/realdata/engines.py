@@ -170,13 +170,25 @@ def run_in_pool(pool: Pool, cfg: RealConfig, runs: list[RealRun], run_dir: Path,
     """Every run as a task of ``pool``'s worker processes (``--jobs`` at once, ``--threads`` torch threads each;
     the data set is already in every worker). Each run's events and ledger row are written when it returns."""
     jobs = [(run, (cfg, None, run, device, cfg.threads or 1)) for run in runs]
-    reported: dict[str, int] = {}  # iterations each run's worker has reported (the bar has moved by them)
+    reported: dict[str, int] = {}  # iterations each running run's worker has reported (the bar has moved by them)
 
     def on_progress(name: str, n: int) -> None:
         reported[name] = reported.get(name, 0) + n
+        show_running(bar, reported)
         bar.update(n)
 
     _collect(pool.run(remote_task, jobs, on_progress), cfg, run_dir, bar, ledger, reported)
+
+
+def show_running(bar, reported: dict[str, int]) -> None:
+    """The bar's postfix while runs train in worker processes: how many, and how far the least and the most
+    advanced are, e.g. ``2 running, at iterations 1,240–1,380`` (the total alone would hide a run left behind)."""
+    if reported:
+        lo, hi = min(reported.values()), max(reported.values())
+        at = f"iteration {lo:,}" if lo == hi else f"iterations {lo:,}–{hi:,}"
+        bar.set_postfix_str(f"{len(reported)} running, at {at}", refresh=False)
+    else:
+        bar.set_postfix_str("", refresh=False)
 
 
 def _collect(results, cfg: RealConfig, run_dir: Path, bar, ledger: Ledger, reported: dict | None = None) -> None:
@@ -201,5 +213,7 @@ def _collect(results, cfg: RealConfig, run_dir: Path, bar, ledger: Ledger, repor
                 else:
                     ledger.update(run.name, "failed", error=result.error)
                     bar.update(max(0, cfg.iterations - reported.get(run.name, 0)))
+                if reported.pop(run.name, None) is not None:  # its reports all came before its result
+                    show_running(bar, reported)
     finally:
         results.close()

@@ -52,7 +52,7 @@ from ..optimizers import canonical, unused_overrides
 from ..pool import Pool, usable_cpus
 from ..report import check_runs, check_volume, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
-from ..values import distinct_names
+from ..values import bar_disable, distinct_names
 from .config import FIGURE2, GAMMA_CHARTS, MODEL_DEFAULTS, RealConfig, RealRun, plan
 from .data import DATA_SETS, DataSet, load
 from .engines import run_in_pool, run_on_ray, train_one
@@ -346,7 +346,7 @@ def _run(cfg: RealConfig, runs: list[RealRun], device: str, data: DataSet, volum
         elif pool is not None:
             print(f"  {pool.jobs} runs at once in worker processes, {cfg.threads or 1} torch thread(s) each", file=out)
         out.flush()
-        disable = None if cfg.progress is None else not cfg.progress
+        disable = bar_disable(cfg.progress)
         total = cfg.iterations * len(runs)
         with tqdm(total=total, unit="it", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
             if cluster is not None:

@@ -235,9 +235,10 @@ class RunLogger(RunWriter):
         self.last[tag], self.last_step[tag] = value, t
 
     def on_step_training(self, state: dict) -> None:
-        t = self.step = state[torchbearer.BATCH] + 1
-        self.window_sum += state[torchbearer.LOSS].item()
-        self.window_n += 1
+        t, loss = state[torchbearer.BATCH] + 1, state[torchbearer.LOSS].item()
+        # one assignment (no call inside it, so no signal handler between its parts): a KeyboardInterrupt leaves the
+        # iteration counted with its loss or not at all, and the summary's iterations_done is the events' last step
+        self.step, self.window_sum, self.window_n = t, self.window_sum + loss, self.window_n + 1
         if t % self.log_every == 0 or t == self.steps:
             self.write_last()
         if state.get(TEST_AT) == t:

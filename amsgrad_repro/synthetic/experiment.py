@@ -39,7 +39,7 @@ from ..dashboards import write_layout, write_sessions
 from ..optimizers import KEYS, canonical, unused_overrides
 from ..report import check_runs, check_volume, fmt_duration, mean_std, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, UsageError, check_run_names
-from ..values import usable_cpus
+from ..values import bar_disable, usable_cpus
 from .config import FIGURE1, GAMMA_CHARTS, OVERRIDE_KEYS, Config, ProblemConfig, Run, plan_runs
 from .engines import ENGINES, choose_engine, estimate_trial_seconds_per_step, run_on_ray
 from .functions import LinearFunctions, beta_condition
@@ -292,7 +292,7 @@ def _run(cfg, problem, runs, warnings, engine, why, volume, cluster, out: TextIO
                     file=out,
                 )
         out.flush()
-        disable = None if cfg.progress is None else not cfg.progress
+        disable = bar_disable(cfg.progress)
         total_steps = cfg.steps * len(runs)
         with tqdm(total=total_steps, unit="step", unit_scale=True, disable=disable, dynamic_ncols=True) as bar:
             if cluster is None:

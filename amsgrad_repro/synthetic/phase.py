@@ -43,7 +43,7 @@ from ..optimizers import parse_spec, resolve
 from ..report import one_line
 from ..runs import RunDir, UsageError, WriteFailed, write_summary, writing
 from ..signals import defer_signals, exit_code
-from ..values import add_dtype_flag, add_output_flags, count
+from ..values import add_dtype_flag, add_output_flags, bar_disable, count
 from .config import ProblemConfig
 from .functions import PRESETS
 from .phase_map import heat_map_figure, map_names
@@ -342,9 +342,7 @@ def _start_grid(args, problem_cfg: ProblemConfig, specs: list[str], b1, b2, cell
         print("  compiling kernels (first run only, 5-15 s) ...")
     sys.stdout.flush()
     start = time.perf_counter()
-    with tqdm(
-        total=cells * args.steps, unit="step", unit_scale=True, disable=True if args.no_progress else None
-    ) as bar:
+    with tqdm(total=cells * args.steps, unit="step", unit_scale=True, disable=bar_disable(args.progress)) as bar:
         overrides = {"lr": args.lr, "eps": args.eps}
         grid = run_grid(problem_cfg, specs, b1, b2, args.steps, overrides, bar, cluster, args.gamma, args.verdict)
     return grid, start

@@ -32,7 +32,7 @@ from ..pool import Pool, report, usable_cpus
 from ..report import check_runs, print_ending, table
 from ..runs import Ledger, RunDir, Stopping, TaskFailed, UsageError, check_run_names
 from ..signals import defer_signals
-from ..values import add_output_flags, count
+from ..values import add_output_flags, bar_disable, count
 from .battery import PROBLEMS, Battery, load, merge, parts, plan, run_battery
 
 #: what a verdict is as a number (TensorBoard's HParams metric and the ``verdict`` scalar)
@@ -146,7 +146,7 @@ def _run(args, battery: Battery, specs, loaded, cluster, pool, cores: int) -> in
         expected = {s: sum(key[0] == s for key, _ in jobs) for s in specs}
         total = battery.steps * sum(map(len, cases.values()))  # run-steps
         bar = tqdm(total=total, unit="run-step", unit_scale=True, dynamic_ncols=True,
-                   disable=True if args.no_progress else None)  # fmt: skip
+                   disable=bar_disable(args.progress))  # fmt: skip
         reported: dict = {}  # run-steps each part's worker has reported (the bar has moved by them)
 
         def on_progress(key, n: int) -> None:
