@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from amsgrad_repro.synthetic.fused import FusedRun, log_points, simulate
+from amsgrad_repro.synthetic.fused import FusedRun, simulate
 from amsgrad_repro.synthetic.problems import Online, Stochastic
+from amsgrad_repro.synthetic.windows import log_points
 
 STEPS = 20_000
 
@@ -200,15 +201,15 @@ def test_threads_and_windows_are_chosen_from_the_work_and_change_no_number(tmp_p
     import numba
 
     from amsgrad_repro.cli import main
-    from amsgrad_repro.synthetic import fused
+    from amsgrad_repro.synthetic import windows
     from amsgrad_repro.values import usable_cpus
 
     cpus = min(usable_cpus(), numba.get_num_threads())
-    assert fused.thread_count(1) == 1 and fused.thread_count(100) == cpus and fused.thread_count(100, 1) == 1
-    assert fused.auto_window(1, 1, 1000) == fused.WINDOW_MAX
-    assert fused.auto_window(2048, 1, 1000) == fused.WINDOW_MIN
-    assert fused.auto_window(2, 1, 1) == fused.WINDOW_POINTS  # log_every=1: at most 65,536 snapshots a window
-    assert fused.auto_window(1, 64, 1000) == fused.WINDOW_COEFS // 64
+    assert windows.thread_count(1) == 1 and windows.thread_count(100) == cpus and windows.thread_count(100, 1) == 1
+    assert windows.auto_window(1, 1, 1000) == windows.WINDOW_MAX
+    assert windows.auto_window(2048, 1, 1000) == windows.WINDOW_MIN
+    assert windows.auto_window(2, 1, 1) == windows.WINDOW_POINTS  # log_every=1: at most 65,536 snapshots a window
+    assert windows.auto_window(1, 64, 1000) == windows.WINDOW_COEFS // 64
     argv = ["stochastic", "--steps", "20000", "--log-every", "1000", "--seed", "0", "1", "--logdir", str(tmp_path)]
     assert main([*argv, "--run-name", "auto", "--no-progress"]) == 0
     assert main([*argv, "--run-name", "one", "--threads", "1", "--no-progress"]) == 0

@@ -107,7 +107,7 @@ def test_a_task_that_raises_fails_only_its_run(cluster):
 def test_phase_numbers_are_not_shuffled(cluster, tmp_path):
     """Cells come back in whatever order tasks finish; each lands in its own place."""
     from amsgrad_repro.synthetic.experiment import ProblemConfig
-    from amsgrad_repro.synthetic.phase import beta1_grid, beta2_grid, run_grid
+    from amsgrad_repro.synthetic.grid import beta1_grid, beta2_grid, run_grid
 
     b1, b2 = beta1_grid(0.0, 0.9, 3), beta2_grid(0.9, 0.999, 7)
     here = run_grid(ProblemConfig("online"), ["adam", "amsgrad"], b1, b2, 3000, {"lr": 1e-2})

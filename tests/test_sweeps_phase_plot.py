@@ -16,7 +16,7 @@ from amsgrad_repro.cli import main
 from amsgrad_repro.plot import make_figure
 from amsgrad_repro.synthetic.experiment import Config, ProblemConfig, run
 from amsgrad_repro.synthetic.fused import FusedRun, simulate
-from amsgrad_repro.synthetic.phase import beta1_grid, beta2_grid, run_grid
+from amsgrad_repro.synthetic.grid import beta1_grid, beta2_grid, run_grid
 from amsgrad_repro.synthetic.problems import Online, Stochastic
 
 matplotlib.use("Agg")
@@ -192,10 +192,10 @@ class _InterruptInSecondBatch:
 
 
 def test_phase_ctrl_c_keeps_finished_cells(monkeypatch):
-    import amsgrad_repro.synthetic.phase as phase
+    import amsgrad_repro.synthetic.grid as grid_module
 
-    monkeypatch.setattr(phase, "BATCH", 10)
-    monkeypatch.setattr("amsgrad_repro.synthetic.fused.WINDOW_MAX", 1 << 16)  # windows of 65,536 steps
+    monkeypatch.setattr(grid_module, "BATCH", 10)
+    monkeypatch.setattr("amsgrad_repro.synthetic.windows.WINDOW_MAX", 1 << 16)  # windows of 65,536 steps
     b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)  # 30 cells: batches of 10
     steps = 200_000  # four windows of 65,536 steps per batch: Ctrl-C lands inside the second batch
     bar = _InterruptInSecondBatch(10 * steps)
@@ -210,10 +210,10 @@ def test_phase_ctrl_c_keeps_finished_cells(monkeypatch):
 def test_phase_ctrl_c_records_where_the_cut_cells_stopped(monkeypatch):
     """The cells of the batch a signal cut are not lost: each keeps the step it reached and its x there, equal
     to a run of that many steps (what phase.csv writes with status "interrupted")."""
-    import amsgrad_repro.synthetic.phase as phase
+    import amsgrad_repro.synthetic.grid as grid_module
 
-    monkeypatch.setattr(phase, "BATCH", 10)
-    monkeypatch.setattr("amsgrad_repro.synthetic.fused.WINDOW_MAX", 1 << 16)  # windows of 65,536 steps
+    monkeypatch.setattr(grid_module, "BATCH", 10)
+    monkeypatch.setattr("amsgrad_repro.synthetic.windows.WINDOW_MAX", 1 << 16)  # windows of 65,536 steps
     b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)
     steps = 200_000
     grid = run_grid(ProblemConfig("online"), ["adam"], b1, b2, steps, bar=_InterruptInSecondBatch(10 * steps))
@@ -227,9 +227,9 @@ def test_phase_ctrl_c_records_where_the_cut_cells_stopped(monkeypatch):
 
 
 def test_phase_ctrl_c_in_a_batch_last_window_stops_after_that_batch(monkeypatch):
-    import amsgrad_repro.synthetic.phase as phase
+    import amsgrad_repro.synthetic.grid as grid_module
 
-    monkeypatch.setattr(phase, "BATCH", 10)
+    monkeypatch.setattr(grid_module, "BATCH", 10)
     b1, b2 = beta1_grid(0.0, 0.9, 5), beta2_grid(0.5, 0.999, 6)
     steps = 3000  # one window per batch: the signal arrives after the second batch's only window
     final_x, _, interrupted = run_grid(

@@ -42,7 +42,6 @@ import hashlib
 import io
 import math
 import os
-import pickle
 import struct
 import tarfile
 import zipfile
@@ -55,6 +54,7 @@ import numpy as np
 
 from ..files import NotAFile, open_regular
 from ..runs import UsageError
+from .pickles import BatchError, cifar_batch
 from .provenance import Provenance, identify_cifar, identify_idx, label
 
 DATA_SETS = ("mnist", "fashion-mnist", "cifar10")
@@ -305,87 +305,12 @@ def _npz_member(archive: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _reconstruct(subtype, shape, dtype):
-    """numpy's ``_reconstruct`` (how a pickle of protocol 2 to 4 makes an empty array before filling it), with the
-    shape checked first: numpy writes ``(0,)`` there, and a forged shape must not allocate."""
-    try:
-        size = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
-    except (TypeError, ValueError):
-        raise pickle.UnpicklingError(f"not an array's shape and dtype: {str(shape)[:40]}, {str(dtype)[:40]}") from None
-    if size > MAX_FILE_BYTES:
-        raise pickle.UnpicklingError(f"an array of shape {str(shape)[:40]} is larger than a data file may hold")
-    return np.ndarray.__new__(subtype, shape, dtype)
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Resolves only what a pickled numpy array needs; any other global is refused (no code runs)."""
-
-    ALLOWED = frozenset(
-        {
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("_codecs", "encode"),  # how Python 3 writes bytes into a protocol-2 pickle: str → bytes, nothing more
-            # protocol 5 (pickle.dump's default from Python 3.14): an array is _frombuffer(its bytes, dtype, shape,
-            # order), a view of bytes the pickle holds, so it allocates nothing
-            ("numpy.core.numeric", "_frombuffer"),
-            ("numpy._core.numeric", "_frombuffer"),
-        }
-    )
-    RECONSTRUCT = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")})
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.RECONSTRUCT:
-            return _reconstruct
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-#: the most pickle opcodes a CIFAR-10 batch may hold: a real one has ~30,000 (3 per image: its label, its file
-#: name); each opcode can make one Python object (an empty list is 56 bytes from 1 byte of pickle), so this bounds
-#: what unpickling can allocate beside the file's own bytes (~100 MB), where a file of nested lists reached 3.4 GB
-MAX_PICKLE_OPS = 1_000_000
-
-
-def _count_ops(raw: bytes, where: str) -> None:
-    """Refuse a pickle of more than :data:`MAX_PICKLE_OPS` opcodes, counted without building anything."""
-    import pickletools
-
-    try:
-        for n, _ in enumerate(pickletools.genops(raw)):
-            if n >= MAX_PICKLE_OPS:
-                raise DataError(f"{where} holds more than {MAX_PICKLE_OPS:,} pickle opcodes: not a CIFAR-10 batch")
-    except (ValueError, EOFError) as e:  # genops' own complaint about a damaged stream
-        raise DataError(f"{where} is not a CIFAR-10 batch (not a whole pickle: {e})") from None
-
-
 def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """One CIFAR-10 batch dict → (images uint8 (n, 3, 32, 32), labels, its first filename or ""). Any pickle
-    protocol (2 to 5) is read; its opcodes are counted before anything is built (:data:`MAX_PICKLE_OPS`)."""
-    _count_ops(raw, where)
+    """:func:`.pickles.cifar_batch`, its complaint a :class:`DataError`."""
     try:
-        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as e:  # any unpickling failure is a corrupt or foreign file
-        raise DataError(f"{where} is not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{where} is not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    data, labels = batch.get("data"), batch.get("labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{where}: 'data' must be uint8 of shape (n, 3072), found {found}")
-    try:
-        labels = np.asarray(labels)
-    except (ValueError, TypeError):
-        raise DataError(f"{where}: 'labels' is not a flat list of integers") from None
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{where}: 'labels' must be integers, found {labels.dtype}")
-    if labels.shape != (len(data),):
-        raise DataError(f"{where}: {len(data)} images but {labels.size} labels")
-    names = batch.get("filenames")
-    first = names[0] if isinstance(names, list) and names and isinstance(names[0], (bytes, str)) else b""
-    first = first.decode("utf-8", "replace") if isinstance(first, bytes) else first
-    return data.reshape(-1, 3, 32, 32), labels, first
+        return cifar_batch(raw, where, MAX_FILE_BYTES)
+    except BatchError as e:
+        raise DataError(str(e)) from None
 
 
 _CIFAR_TRAIN = [f"data_batch_{k}" for k in range(1, 6)]

@@ -129,7 +129,7 @@ class Config:
     log_every: int = 1000
     #: also log Γ_t and the fraction of steps with Γ_t < 0 (amsgrad_repro.gamma), in either engine
     gamma: bool = False
-    #: the fused kernel's threads; None: the CPUs this process may use, at most one per run (fused.thread_count)
+    #: the fused kernel's threads; None: the CPUs this process may use, at most one per run (windows.thread_count)
     threads: int | None = None
     logdir: str = "logs"
     run_name: str | None = None

@@ -50,10 +50,10 @@ import numpy as np
 
 from ..optimizers import Choice, resolve
 from ..signals import defer_signals
-from ..values import usable_cpus
 from . import lanes
 from .arith import _as, _fma, _lerp
 from .functions import DTYPES, LinearFunctions
+from .windows import auto_window, lanes_take, log_points, thread_count
 
 # optimizer kinds in the kernel
 K_SGD, K_ADAGRAD, K_RMSPROP, K_ADAM, K_ADAMAX, K_NADAM = range(6)
@@ -73,22 +73,6 @@ _ADAM_FAMILY = {
 }
 _OTHER_KINDS = {"sgd": K_SGD, "momentum": K_SGD, "nesterov": K_SGD, "adagrad": K_ADAGRAD, "rmsprop": K_RMSPROP,
                 "adamax": K_ADAMAX, "nadam": K_NADAM}  # fmt: skip
-#: the lane kernel takes the Adam-family runs when there are at least this many per thread (numba's); fewer go
-#: through the single-run kernel, which is as fast or faster then (a lane block is at least 32 lanes wide).
-#: Measured on the 2-core machine with ``bench --lane-runs N``, G run-steps/s lanes vs single-run: 8 runs 0.16-0.17
-#: vs 0.16-0.23, 16 runs 0.25 vs 0.13, 64 runs 1.07 vs 0.17, 2,048 runs 1.78 vs 0.17
-LANES_PER_THREAD = 8
-#: the automatic window (``window=None``): about this many run-steps per kernel call, so that a call lasts some
-#: 10-100 ms, within these bounds in steps. Each call is a parallel region whose threads must all be scheduled
-#: before it ends: on a machine whose cores are taken by other work, every call waits for a time slice, so a
-#: paper-length run in 2^16-step windows (153 calls) took 2.4-2.9 s beside two busy processes against 1.5 s
-#: quiet; in a few large windows it waits a few times (issue 27)
-WINDOW_RUN_STEPS = 1 << 24
-WINDOW_MIN, WINDOW_MAX = 1 << 16, 1 << 22
-#: and at most this many slopes c_t in memory per window (8 bytes each, one row per problem), and this many
-#: snapshots per run per window
-WINDOW_COEFS = 1 << 22
-WINDOW_POINTS = 1 << 16
 _LRS = {"constant": 0, "sqrt": 1}
 _B1S = {"constant": 0, "exp": 1, "inverse": 2}
 
@@ -320,30 +304,6 @@ def _window(
         dprev[r], negs[r], gam[r] = dp, ng, gm
 
 
-def auto_window(runs: int, problems: int, log_every: int) -> int:
-    """Steps per kernel call when ``simulate`` is not told: :data:`WINDOW_RUN_STEPS` run-steps, within
-    [:data:`WINDOW_MIN`, :data:`WINDOW_MAX`] steps, at most :data:`WINDOW_COEFS` slopes and :data:`WINDOW_POINTS`
-    snapshots a run (never below one step). The window changes no number (tests/test_fused.py)."""
-    window = min(max(WINDOW_RUN_STEPS // max(runs, 1), WINDOW_MIN), WINDOW_MAX)
-    return max(1, min(window, WINDOW_COEFS // max(problems, 1), WINDOW_POINTS * log_every))
-
-
-def thread_count(units: int, threads: int | None = None) -> int:
-    """Threads for a kernel call with ``units`` independent pieces of work (runs of the single-run kernel, blocks
-    of the lane kernel): ``threads`` if given (within numba's limit, ``NUMBA_NUM_THREADS``), else the CPUs this
-    process may use (a taskset's, a container's) within numba's current setting, and never more than there are
-    pieces: one run is sequential, and a thread with nothing to do still has to be scheduled at every call."""
-    limit = numba.config.NUMBA_NUM_THREADS
-    # unasked, also within what the caller set (a Ray task that asked for one CPU sets one thread)
-    wanted = min(usable_cpus(), numba.get_num_threads()) if threads is None else min(threads, limit)
-    return max(1, min(wanted, units))
-
-
-def lanes_take(n: int) -> bool:
-    """Whether ``n`` Adam-family runs with constant β's go to the lane kernel by default."""
-    return n >= LANES_PER_THREAD * numba.get_num_threads()
-
-
 def kernel_cached(dtype: str = "float32", lanes_too: bool = False) -> bool:
     """Whether numba's on-disk cache already holds the kernel compiled for ``dtype`` state (if not, the first
     call compiles it, which took 6 s of an 8 s first run here); with ``lanes_too``, the lane kernel's as well (a
@@ -358,15 +318,6 @@ def kernel_cached(dtype: str = "float32", lanes_too: bool = False) -> bool:
         return True
     except Exception:
         return True
-
-
-def log_points(t0: int, n: int, log_every: int, last_t: int) -> np.ndarray:
-    """The steps t in [t0, t0 + n) where scalars are written: multiples of ``log_every``, and ``last_t``."""
-    first = -(-t0 // log_every) * log_every
-    ts = np.arange(first, min(t0 + n, last_t + 1), log_every, dtype=np.int64)
-    if t0 <= last_t < t0 + n and (len(ts) == 0 or ts[-1] != last_t):
-        ts = np.append(ts, last_t)
-    return ts
 
 
 def simulate(
@@ -393,11 +344,11 @@ def simulate(
         on_log: called after each window as ``on_log(ts, x, average_regret)`` with the window's snapshot steps
             (k,) and the values (R, k).
         on_window: called after each window with the number of steps it advanced (for a progress bar).
-        window: steps per kernel call (memory is O(window · len(problems))); None: :func:`auto_window`.
+        window: steps per kernel call (memory is O(window · len(problems))); None: :func:`~.windows.auto_window`.
         dtype: "float32" (torch's default, and the paper-era frameworks') or "float64": the dtype of x and of
             every optimizer state, as in a Trial whose problem was built with the same ``dtype``.
         simd: None (the default) gives the Adam-family runs with constant β's to the lane kernel (:mod:`.lanes`)
-            when there are at least :data:`LANES_PER_THREAD` of them per thread; True gives them to it however
+            when there are at least :data:`~.windows.LANES_PER_THREAD` of them per thread; True gives them to it however
             few; False runs every run through the single-run kernel. The numbers are bit-identical either way
             (tests/test_fused.py); only the speed differs.
         gamma: also compute Γ_t = √V_t/α_t − √V_{t−1}/α_{t−1} (:mod:`amsgrad_repro.gamma`, the same float64
@@ -405,8 +356,8 @@ def simulate(
         on_gamma: with ``gamma``, called after ``on_log`` as ``on_gamma(ts, gamma, negative_fraction)`` (R, k):
             Γ_t at the snapshot steps (NaN at t = 1, where it is not defined) and the fraction of steps 2..t
             with Γ < 0.
-        threads: kernel threads; None: :func:`thread_count`'s choice (the CPUs this process may use, at most one
-            per run, or per block of lanes). The numbers do not depend on it.
+        threads: kernel threads; None: :func:`~.windows.thread_count`'s choice (the CPUs this process may use, at
+            most one per run, or per block of lanes). The numbers do not depend on it.
 
     Ctrl-C or SIGTERM stops at the end of the current window (the compiled loop cannot stop inside one): the last
     completed step is reported through ``on_log`` if it was not a log point, and the result says
