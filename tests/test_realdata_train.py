@@ -606,10 +606,13 @@ def test_workers_report_iterations_as_they_go_and_the_bar_adds_up():
         assert [e[2] for e in mine[:-1]] == [20] * 6  # six reports of 20 iterations, all before the result
 
     class Bar:
-        total = 0
+        total, postfixes = 0, []
 
         def update(self, n):
             Bar.total += n
+
+        def set_postfix_str(self, s, refresh=True):
+            Bar.postfixes.append(s)
 
     class Ledger:
         def update(self, *args, **kwargs):
@@ -620,3 +623,6 @@ def test_workers_report_iterations_as_they_go_and_the_bar_adds_up():
     with Pool(2, shared=data, preload=["amsgrad_repro.realdata.engines"]) as pool, tempfile.TemporaryDirectory() as d:
         run_in_pool(pool, cfg, runs, Path(d), "cpu", Bar(), Ledger())
     assert Bar.total == 2 * 120
+    # the postfix says which runs are running and how far, from the reports, and is cleared when the last returns
+    assert any(re.fullmatch(r"[12] running, at iterations? (20|40|60|80|100|120)(–\d+)?", p) for p in Bar.postfixes)
+    assert Bar.postfixes[-1] == ""
