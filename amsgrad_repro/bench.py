@@ -22,7 +22,8 @@ and prints steps per second for each and the ratio fused / Trial. Then:
 5. a paper-length ``python -m amsgrad_repro online`` (10 M steps, warm kernel cache, a fresh process) against
    ``python -c "import torch"``, alternated ``--startup-repeats`` times: the medians and their ratio (the fused
    path imports no torch, so it can finish first); with ``--busy``, the same two again beside two busy
-   processes, and the busy / quiet ratios.
+   processes, and the busy / quiet ratios, and step 4's lane runs in this process against the same runs split
+   over one-thread processes (as ``--ray`` runs a phase grid), quiet and busy (:mod:`.bench_busy`).
 
 With ``--memory`` it also runs the whole
 CLI (both optimizers, TensorBoard writing) at 1 M and 10 M steps in child processes and prints each one's
@@ -52,7 +53,6 @@ Ray, the round trip of one empty task waited for on its own, and the driver's co
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import statistics
@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .bench_busy import busy_timings, lane_runs, time_startup
 from .optimizers import ZOO, resolve
 from .runs import UsageError
 from .signals import raise_stop
@@ -113,45 +114,6 @@ def time_fused(setting: str, runs: list[FusedRun], steps: int, simd: bool | None
     if result.interrupted:  # Ctrl-C stopped the kernel at a window's end: stop bench, not just this timing
         raise_stop()
     return time.perf_counter() - start
-
-
-def time_startup(repeats: int) -> tuple[float, float, float]:
-    """(median wall seconds of ``python -m amsgrad_repro online`` at its defaults, the same with ``--gamma``, median
-    of ``python -c "import torch"``), each a fresh process, alternated ``repeats`` times, after one untimed online
-    run of each (the kernel cache)."""
-
-    def wall(args: list[str], cwd: str) -> float:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, check=True)
-        return time.perf_counter() - start
-
-    online, gamma, torch_ = [], [], []
-    with tempfile.TemporaryDirectory() as logdir:
-        cmd = ["-m", "amsgrad_repro", "online", "--logdir", logdir, "--no-progress"]
-        wall([*cmd, "--run-name", "warm"], logdir)
-        wall([*cmd, "--run-name", "warm-gamma", "--gamma"], logdir)
-        for k in range(repeats):
-            online.append(wall([*cmd, "--run-name", f"r{k}"], logdir))
-            gamma.append(wall([*cmd, "--run-name", f"g{k}", "--gamma"], logdir))
-            torch_.append(wall(["-c", "import torch"], logdir))
-    return statistics.median(online), statistics.median(gamma), statistics.median(torch_)
-
-
-@contextlib.contextmanager
-def busy_processes(n: int):
-    """``n`` processes spinning on a core each (as ``python3 -c "while True: pass"``), killed when the block ends,
-    however it ends: the load a shared machine or a CI runner puts beside a run. Each also stops by itself when
-    its parent is gone (killed outright, where no ``finally`` runs), so none outlives bench."""
-    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
-    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
-    try:
-        time.sleep(1.0)  # let them take their cores
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.wait()
 
 
 def cli_peak_memory(setting: str, steps: int) -> tuple[float, float, float]:
@@ -304,8 +266,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--busy",
         action="store_true",
-        help="also time the paper-length `online` and `import torch` beside two busy processes (`python3 -c "
-        "'while True: pass'` twice, killed after) and print busy / quiet ratios (issue 27)",
+        help="also time the paper-length `online`, `import torch` and the lane runs (in this process and split over "
+        "one-thread processes) beside two busy processes (`python3 -c 'while True: pass'` twice, killed after) and "
+        "print the ratios (issue 27)",
     )
     p.add_argument("--memory", action="store_true", help="also time full CLI runs at 1 M and 10 M steps (peak RSS)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON too")
@@ -439,7 +402,7 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
     print(f"ratio fused / Trial ({args.runs} runs at once, run-steps/s): {many_rate / trial_rate:,.0f}×")
 
     # the lane kernel (synthetic/lanes.py) against the single-run kernel, on the same Adam-family runs
-    lanes = [FusedRun.of("adam" if i % 2 else "amsgrad", lr=1e-3 * (1 + i % 97)) for i in range(args.lane_runs)]
+    lanes = lane_runs(args.lane_runs)
     simulate([_functions(args.setting)], lanes[:8], 10, simd=True)  # its JIT (or cache load)
     lanes_s = time_fused(args.setting, lanes, args.lane_steps, simd=True)
     single_s = time_fused(args.setting, lanes, args.lane_steps, simd=False)
@@ -460,13 +423,8 @@ def _run_synthetic(args: argparse.Namespace) -> dict:
     print(f"paper length with --gamma (Γ_t logged): {gamma_s:.2f} s; ratio with / without: {gamma_s / online_s:.2f}")
     busy = {}
     if args.busy:
-        with busy_processes(2):
-            busy_online, _, busy_torch = time_startup(args.startup_repeats)
-        busy = {"online_busy_wall_s": busy_online, "import_torch_busy_wall_s": busy_torch}
-        print(
-            f"beside two busy processes: online {busy_online:.2f} s (busy / quiet {busy_online / online_s:.2f}, "
-            f"target ≤ 1.5), import torch {busy_torch:.2f} s (busy / quiet {busy_torch / torch_s:.2f}); "
-            f"ratio online / import torch, busy: {busy_online / busy_torch:.2f}"
+        busy = busy_timings(
+            args, online_s, torch_s, lanes_s, lambda: time_fused(args.setting, lanes, args.lane_steps, simd=True)
         )
     out = {
         **busy,

@@ -1,5 +1,6 @@
 """The bench command runs and reports a ratio (its numbers are measurements, not asserted here)."""
 
+import json
 import re
 
 from amsgrad_repro.cli import main
@@ -17,8 +18,16 @@ def test_bench_prints_rates_and_ratio(capsys):
     startup = re.search(r"paper length: .* \(medians of 1\); ratio online / import torch: ([\d.]+)$", out, re.M)
     gamma = re.search(r"paper length with --gamma \(Γ_t logged\): [\d.]+ s; ratio with / without: ([\d.]+)$", out, re.M)
     busy = re.search(r"beside two busy processes: online [\d.]+ s \(busy / quiet ([\d.]+), target", out)
+    split = re.search(
+        r"40 lane runs × 5,000 steps, in this process against split over \d+ one-thread processes "
+        r".*quiet [\d.]+ s against [\d.]+ s \(ratio ([\d.]+)\), busy [\d.]+ s against [\d.]+ s",
+        out,
+    )
     assert lanes is not None and startup is not None and gamma is not None and busy is not None, out
-    assert float(lanes.group(1)) > 0 and float(startup.group(1)) > 0
+    assert split is not None, out
+    assert float(lanes.group(1)) > 0 and float(startup.group(1)) > 0 and float(split.group(1)) > 0
+    numbers = json.loads(out.strip().splitlines()[-1])  # --json: the last line
+    assert all(numbers[k] > 0 for k in ("lanes_split_s", "lanes_busy_s", "lanes_split_busy_s"))
 
 
 def test_bench_times_real_data_models_against_a_plain_loop(capsys):

@@ -19,10 +19,11 @@ What makes that possible, and what it costs:
   AMSGrad max, which bias correction, which of torch.lerp's two formulas (both are one FMA with a per-run weight
   and base) — both sides of a choice are computed and one is selected;
 - the bias corrections 1 − β^t and their square roots are the same for every run with the same β, so they are
-  tabulated once per distinct β per block of :data:`TABLE_STEPS` steps (a pow each), not once per run per step;
-  a run without bias correction reads the row of β = 0, which is exactly 1.0. A β's row is computed until
-  1 − β^t is exactly 1.0 and is 1.0 from then on: the single-run kernel makes the same assumption (its "done"
-  flag), so the two agree bit for bit (tests/test_fused.py checks it in both dtypes);
+  tabulated once per distinct β of a block per :data:`TABLE_STEPS` steps (a pow each), not once per run per step;
+  a run without bias correction reads the row of β = 0, which is exactly 1.0. Each block keeps its own table of
+  the β's its runs use, so a block goes through a whole window without waiting for another core's. A β's row is
+  computed until 1 − β^t is exactly 1.0 and is 1.0 from then on: the single-run kernel makes the same assumption
+  (its "done" flag), so the two agree bit for bit (tests/test_fused.py checks it in both dtypes);
 - every rounding is the single-run kernel's (:mod:`.arith`), in the same order, and the kernels are compiled
   without fast-math, so no reassociation or contraction changes a bit: x, the moments and R_t/t of every run are
   bit-identical to the single-run kernel's, hence to the Trial as tested there.
@@ -35,7 +36,12 @@ What made it fast (each measured on the 2-core machine; ``bench`` prints the res
   reference count per array argument per step, which cost more than the arithmetic of 32 runs;
 - a block works on private copies of its state, so no cache line written every step is shared by two cores;
 - a block's lanes are padded to a multiple of :data:`VECTOR` (copies of its last run, never written back), so
-  no run falls into LLVM's scalar remainder loop.
+  no run falls into LLVM's scalar remainder loop;
+- a block runs a whole window alone, its table of bias corrections its own, so the cores meet once per window,
+  not once per :data:`TABLE_STEPS` steps. On a machine whose cores other work also wants, each meeting waits for
+  the slowest core's next time slice: a 100 × 100 phase grid beside two busy processes took 19.6-22.4 s of cells
+  with a table shared by the blocks (a meeting every 2,048 steps), against 15.1-15.8 s for the same cells split
+  over two one-thread processes (issue 27).
 """
 
 from __future__ import annotations
@@ -238,11 +244,12 @@ def _advance(
     v,  # (R,) state dtype, in/out
     vmax,  # (R,) state dtype, in/out
     regret,  # (R,) float64, in/out: R_{t-1}
-    betas,  # (B,) float64: the distinct β's, betas[0] == 0.0
-    bc,  # (B, TABLE_STEPS) float64, scratch
-    sq,  # (B, TABLE_STEPS) float64, scratch
-    t_one,  # (B,) int64, in/out
-    ones,  # (B,) bool, in/out
+    betas,  # (blocks, B) float64: each block's distinct β's, betas[b, 0] == 0.0 (the rest past rows[b]: unused)
+    rows,  # (blocks,) int64: how many β's each block has
+    bc,  # (blocks, B, TABLE_STEPS) float64, scratch
+    sq,  # (blocks, B, TABLE_STEPS) float64, scratch
+    t_one,  # (blocks, B) int64, in/out
+    ones,  # (blocks, B) bool, in/out
     lanes,  # runs per block
     t0,
     n,
@@ -260,21 +267,22 @@ def _advance(
 ):
     n_runs = x.shape[0]
     blocks = (n_runs + lanes - 1) // lanes
-    table = bc.shape[1]
-    k0 = 0
-    for c0 in range(0, n, table):
-        cn = min(table, n - c0)
-        _fill(betas, bc, sq, t_one, ones, t0 + c0, cn)
-        for b in numba.prange(blocks):
+    table = bc.shape[2]
+    for b in numba.prange(blocks):  # each block the whole window with its own table: the cores meet once
+        q = rows[b]
+        k0 = 0
+        for c0 in range(0, n, table):
+            cn = min(table, n - c0)
+            _fill(betas[b, :q], bc[b], sq[b], t_one[b], ones[b], t0 + c0, cn)
             _block(
                 b * lanes, min(n_runs, (b + 1) * lanes), coefs, problem_of, lr, lr_sqrt, weight, near, c2, b2, eps,
-                neg_lr, ams, k1, kdiv, ksq, lo, hi, x_star, x, m, v, vmax, regret, bc, sq, ones, t0, c0, cn, k0,
-                log_every, last_t, snap_x, snap_r, track, eps64, dprev, negs, gam, snap_g, snap_n,
+                neg_lr, ams, k1, kdiv, ksq, lo, hi, x_star, x, m, v, vmax, regret, bc[b], sq[b], ones[b], t0, c0, cn,
+                k0, log_every, last_t, snap_x, snap_r, track, eps64, dprev, negs, gam, snap_g, snap_n,
             )  # fmt: skip
-        for i in range(c0, c0 + cn):
-            t = t0 + i
-            if t % log_every == 0 or t == last_t:
-                k0 += 1
+            for i in range(c0, c0 + cn):
+                t = t0 + i
+                if t % log_every == 0 or t == last_t:
+                    k0 += 1
 
 
 class Lanes:
@@ -312,12 +320,10 @@ class Lanes:
         self.neg_lr = (-self.lr).astype(dt)  # _as(-α): the step once 1 − β1^t is 1.0 and α is constant
         self.ams = np.asarray(ams, np.bool_)[order]
         bias, corrected = np.asarray(bias, np.bool_)[order], np.asarray(corrected, np.bool_)[order]
-        self.betas = np.unique(np.concatenate([[0.0], b1, b2]))
-        b1_rows, b2_rows = np.searchsorted(self.betas, b1), np.searchsorted(self.betas, b2)
-        zero = np.zeros(n, np.int64)  # row of β = 0: 1 − 0^t = 1.0 exactly
-        self.k1 = np.where(bias, b1_rows, zero)
-        self.kdiv = np.where(bias & corrected, b2_rows, zero)
-        self.ksq = np.where(bias & ~corrected, b2_rows, zero)
+        # β's a run's bias corrections read (β = 0 where it has none: 1 − 0^t = 1.0 exactly)
+        beta_k1 = np.where(bias, b1, 0.0)
+        beta_kdiv = np.where(bias & corrected, b2, 0.0)
+        beta_ksq = np.where(bias & ~corrected, b2, 0.0)
         self.problem_of = np.asarray(problem_of, np.int64)[order]
         self.lo, self.hi = f64(lo).astype(dt), f64(hi).astype(dt)  # the single-run kernel's _as(lo), _as(hi)
         self.x_star = f64(x_star)
@@ -326,13 +332,26 @@ class Lanes:
         self._regret = np.zeros(n, np.float64)
         self._dprev, self._gamma = np.zeros(n, np.float64), np.full(n, np.nan)
         self._negs = np.zeros(n, np.int64)
-        b = len(self.betas)
-        self.bc, self.sq = np.empty((b, TABLE_STEPS)), np.empty((b, TABLE_STEPS))
-        self.t_one, self.ones = np.zeros(b, np.int64), np.zeros(b, np.bool_)
         # runs per block: the runs shared evenly over numba's threads, whole vector iterations, at most LANES
         threads = numba.get_num_threads()
         per_thread = -(-n // threads)
         self.lanes = int(min(LANES, -(-per_thread // VECTOR) * VECTOR))
+        # each block's table: its distinct β's (row 0 is β = 0), and each run's rows in its block's table
+        blocks = -(-n // self.lanes)
+        per_block = [np.unique(np.concatenate([[0.0], beta_k1[r0 : r0 + self.lanes], beta_kdiv[r0 : r0 + self.lanes],
+                                               beta_ksq[r0 : r0 + self.lanes]]))
+                     for r0 in range(0, n, self.lanes)]  # fmt: skip
+        self.rows = np.array([len(u) for u in per_block], np.int64)
+        self.betas = np.zeros((blocks, int(self.rows.max())))
+        self.k1, self.kdiv, self.ksq = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        for b, u in enumerate(per_block):
+            r0, r1 = b * self.lanes, min(n, (b + 1) * self.lanes)
+            self.betas[b, : len(u)] = u
+            for rows, of in ((self.k1, beta_k1), (self.kdiv, beta_kdiv), (self.ksq, beta_ksq)):
+                rows[r0:r1] = np.searchsorted(u, of[r0:r1])
+        shape = (*self.betas.shape, TABLE_STEPS)  # × 16 bytes: 9 MB for a batch of phase's 100 × 100 grid
+        self.bc, self.sq = np.empty(shape), np.empty(shape)
+        self.t_one, self.ones = np.zeros(self.betas.shape, np.int64), np.zeros(self.betas.shape, np.bool_)
 
     @property
     def x(self) -> np.ndarray:
@@ -366,7 +385,8 @@ class Lanes:
         _advance(
             coefs, self.problem_of, self.lr, self.lr_sqrt, self.weight, self.near, self.c2, self.b2, self.eps,
             self.neg_lr, self.ams, self.k1, self.kdiv, self.ksq, self.lo, self.hi, self.x_star, self._x, self.m,
-            self.v, self.vmax, self._regret, self.betas, self.bc, self.sq, self.t_one, self.ones, self.lanes,
+            self.v, self.vmax, self._regret, self.betas, self.rows, self.bc, self.sq, self.t_one, self.ones,
+            self.lanes,
             t0, n, log_every, last_t, sx, sr, track, self.eps64, self._dprev, self._negs, self._gamma, sg, sn,
         )  # fmt: skip
         snap_x[self.order], snap_r[self.order] = sx, sr
