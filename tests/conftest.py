@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def _wait_for_bar(proc: subprocess.Popen, found: Callable[[str], bool], guard: f
     last 4 KB read: an event a test can wait for in place of a time; ``guard`` seconds is a hang guard only. The
     rest goes on being read in a thread, so the process never blocks on a full pipe; the function returned waits
     for the end of stderr and returns all of it."""
-    seen, chunks = threading.Event(), []
+    seen, ended, chunks = threading.Event(), threading.Event(), []
 
     def read() -> None:
         text = ""
@@ -195,10 +196,17 @@ def _wait_for_bar(proc: subprocess.Popen, found: Callable[[str], bool], guard: f
             text = (text + chunk)[-4096:]
             if not seen.is_set() and found(text):
                 seen.set()
+        ended.set()  # stderr closed: the process is gone, nothing more will show
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert seen.wait(guard), f"the bar did not show what was waited for within {guard:.0f} s"
+    deadline = time.monotonic() + guard
+    while not seen.wait(0.2) and not ended.is_set() and time.monotonic() < deadline:
+        pass
+    assert seen.is_set(), (
+        f"the bar did not show what was waited for ({'it ended' if ended.is_set() else 'hang guard'}):\n"
+        + "".join(chunks)[-2000:]
+    )
 
     def everything() -> str:
         reader.join(timeout=300)
